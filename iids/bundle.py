@@ -1,0 +1,163 @@
+"""Model bundles: everything needed to score raw rows, in one versioned directory.
+
+A bundle holds the weights as safetensors (loading never unpickles code), the model sizes,
+the fitted preprocessing, the label map, the dataset schema, the resolved training config,
+and the evaluation report with its plots. Batch and online scoring load only bundles.
+
+    <root>/<version>/
+        model.safetensors   model.json   preprocessing.json   labels.json
+        schema.json   config.json   report.json   report.md   *.png
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from iids.datasets import DatasetAdapter, Task
+from iids.model import HybridConfig, HybridIDS
+from iids.preprocess import Preprocessor
+from iids.storage import Storage, join
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS = "model.safetensors"
+_REQUIRED = (WEIGHTS, "model.json", "preprocessing.json", "labels.json", "schema.json")
+
+
+def new_version() -> str:
+    """A sortable, unique bundle version: UTC time plus a short random suffix."""
+    now = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{now}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class Bundle:
+    """A loaded model bundle.
+
+    Attributes:
+        version: the bundle's version (its directory name).
+        model: the hybrid model in eval mode, on the CPU.
+        preprocessor: raw rows to features.
+        adapter: the dataset schema the model was trained on.
+        task: the task, whose `classes` give the label map (code -> name).
+        config: the resolved training config.
+        report: the evaluation report, if the bundle has one.
+    """
+
+    version: str
+    model: HybridIDS
+    preprocessor: Preprocessor
+    adapter: DatasetAdapter
+    task: Task
+    config: dict[str, Any]
+    report: dict[str, Any] | None = None
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.task.classes)
+
+
+def save_bundle(
+    root_uri: str,
+    version: str,
+    *,
+    state_dict: dict[str, torch.Tensor],
+    model_config: HybridConfig,
+    num_features: int,
+    preprocessor: Preprocessor,
+    adapter: DatasetAdapter,
+    task: Task,
+    config: dict[str, Any],
+    extra_files: dict[str, bytes] | None = None,
+    storage: Storage | None = None,
+) -> str:
+    """Write a bundle under `root_uri/version` and return its URI.
+
+    The files are written to a local temporary directory first and copied in one go, so
+    a failed save leaves no partial bundle behind the version name.
+    """
+    storage = storage or Storage()
+    uri = join(root_uri, version)
+    with tempfile.TemporaryDirectory(prefix="iids-bundle-") as tmp:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+        save_file(tensors, os.path.join(tmp, WEIGHTS))
+        files: dict[str, Any] = {
+            "model.json": {
+                "version": version,
+                "architecture": "resnet1d-bigru-mha",
+                "num_features": num_features,
+                "num_classes": len(task.classes),
+                "config": model_config.to_dict(),
+            },
+            "preprocessing.json": preprocessor.to_dict(),
+            "labels.json": {"task": task.name, "classes": list(task.classes)},
+            "schema.json": adapter.to_dict(),
+            "config.json": config,
+        }
+        for name, obj in files.items():
+            with open(os.path.join(tmp, name), "w") as f:
+                json.dump(obj, f, indent=2)
+        for name, data in (extra_files or {}).items():
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.write(data)
+        staging = f"{uri}.staging-{uuid.uuid4().hex[:6]}"
+        storage.upload_dir(tmp, staging)
+    storage.move_dir(staging, uri)
+    logger.info("model bundle written: %s", uri)
+    return uri
+
+
+def load_bundle(uri: str, storage: Storage | None = None) -> Bundle:
+    """Load a bundle for scoring.
+
+    Raises:
+        FileNotFoundError: `uri` is not a bundle (the message lists what is missing).
+    """
+    storage = storage or Storage()
+    missing = [name for name in _REQUIRED if not storage.exists(join(uri, name))]
+    if missing:
+        raise FileNotFoundError(
+            f"{uri} is not a model bundle: missing {missing}. Pass the directory that "
+            "`iids train` printed (…/models/<version>)."
+        )
+    meta = storage.read_json(join(uri, "model.json"))
+    labels = storage.read_json(join(uri, "labels.json"))
+    adapter = DatasetAdapter.from_dict(storage.read_json(join(uri, "schema.json")))
+    preprocessor = Preprocessor.from_dict(
+        storage.read_json(join(uri, "preprocessing.json"))
+    )
+    config = storage.read_json(join(uri, "config.json"))
+    report = None
+    if storage.exists(join(uri, "report.json")):
+        report = storage.read_json(join(uri, "report.json"))
+
+    # Weights: safetensors bytes, no pickle.
+    with tempfile.TemporaryDirectory(prefix="iids-weights-") as tmp:
+        path = os.path.join(tmp, WEIGHTS)
+        with open(path, "wb") as f:
+            f.write(storage.read_bytes(join(uri, WEIGHTS)))
+        state = load_file(path)
+    model = HybridIDS(
+        meta["num_features"],
+        meta["num_classes"],
+        HybridConfig.from_dict(meta["config"]),
+    )
+    model.load_state_dict(state)
+    model.eval()
+    task = adapter.task(labels["task"])
+    if list(task.classes) != labels["classes"]:
+        raise ValueError(
+            f"{uri}: labels.json classes {labels['classes']} differ from the schema's "
+            f"task {task.name!r} classes {list(task.classes)}"
+        )
+    return Bundle(meta["version"], model, preprocessor, adapter, task, config, report)

@@ -1,0 +1,72 @@
+"""Reading ingested (hive-partitioned Parquet) datasets with Ray Data."""
+
+from __future__ import annotations
+
+import logging
+
+import pyarrow.fs as pafs
+
+from iids.storage import Storage
+
+logger = logging.getLogger(__name__)
+
+
+def dataset_files(
+    uri: str, storage: Storage, partition: str | None = None
+) -> list[str]:
+    """The Parquet data files of a dataset, optionally of one partition (`day=...`).
+
+    Paths whose name starts with `_` or `.` (quarantine, manifests, staging, markers)
+    are not data.
+
+    Raises:
+        FileNotFoundError: `uri` does not exist, or holds no Parquet data file.
+    """
+    fs, root = storage.filesystem(uri)
+    if fs.get_file_info(root).type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"{uri}: no such dataset")
+    base = f"{root}/{partition}" if partition else root
+    if fs.get_file_info(base).type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"{uri}: no partition {partition!r}")
+    infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
+    files = sorted(
+        info.path
+        for info in infos
+        if info.type == pafs.FileType.File
+        and info.path.endswith(".parquet")
+        and not any(
+            part.startswith(("_", "."))
+            for part in info.path[len(root) :].strip("/").split("/")
+        )
+    )
+    return files
+
+
+def read_dataset(
+    uri: str,
+    storage: Storage,
+    *,
+    columns: list[str] | None = None,
+    partition: str | None = None,
+):
+    """A Ray Dataset over an ingested dataset (or one of its partitions).
+
+    Raises:
+        FileNotFoundError: no such dataset or partition, or no data file in it.
+    """
+    import ray.data
+    from ray.data.datasource import Partitioning
+
+    fs, root = storage.filesystem(uri)
+    files = dataset_files(uri, storage, partition)
+    if not files:
+        raise FileNotFoundError(
+            f"{uri}{'/' + partition if partition else ''}: holds no Parquet data file"
+        )
+    logger.info("reading %d Parquet file(s) from %s", len(files), uri)
+    return ray.data.read_parquet(
+        files,
+        filesystem=fs,
+        columns=columns,
+        partitioning=Partitioning("hive", base_dir=root, filesystem=fs),
+    )
