@@ -252,12 +252,160 @@ def quickstart(
     _emit(summary, json_out)
 
 
+@app.command()
+def submit(
+    kind: Annotated[
+        str, typer.Argument(help="train | score | ingest (the jobs/ entry point)")
+    ],
+    address: Annotated[
+        str, typer.Option(help="the cluster's job server, e.g. http://HEAD:8265")
+    ],
+    config: Annotated[
+        Path, typer.Option(help="the job's YAML config, inside the project")
+    ],
+    job_args: Annotated[
+        list[str] | None,
+        typer.Argument(help="extra flags for the entry point, after `--`"),
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="stream the logs; exit with the job")
+    ] = False,
+    pip: Annotated[
+        bool,
+        typer.Option(
+            "--pip/--no-pip",
+            help="install the pinned requirements in the job (--no-pip when the "
+            "cluster image has iids)",
+        ),
+    ] = True,
+    auth_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="file holding the cluster's Ray token (default: ~/.ray/auth_token "
+            "for a cluster on this machine)"
+        ),
+    ] = None,
+    env: Annotated[
+        list[str] | None,
+        typer.Option("--env", help="KEY=VALUE for the job's environment; repeatable"),
+    ] = None,
+    json_out: JsonOut = None,
+) -> None:
+    """Submit a training, scoring or ingest job to a Ray cluster as a Ray Job."""
+    from iids.submit import local_auth_token, read_auth_token
+    from iids.submit import submit as run_submit
+
+    try:
+        if kind not in ("train", "score", "ingest"):
+            raise ValueError(
+                f"job kind: expected train, score or ingest, found {kind!r}"
+            )
+        env_vars = dict(item.split("=", 1) for item in env or [] if "=" in item)
+        if len(env_vars) != len(env or []):
+            raise ValueError(f"--env: expected KEY=VALUE, found {env}")
+        token = (
+            read_auth_token(auth_token_file)
+            if auth_token_file
+            else local_auth_token(address)
+        )
+        result = run_submit(
+            kind,  # type: ignore[arg-type]
+            address,
+            config,
+            follow=follow,
+            job_args=job_args or [],
+            install_pip=pip,
+            auth_token=token,
+            env_vars=env_vars,
+            write=lambda chunk: console.out(chunk, end="", highlight=False),
+        )
+    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        _fail(exc)
+    console.print(f"job id: {result.job_id}  ({result.address})", highlight=False)
+    if result.status is None:
+        console.print(
+            f"follow it with: ray job logs --follow {result.job_id} "
+            f"--address {result.address}",
+            highlight=False,
+        )
+    else:
+        console.print(f"job {result.job_id} ended {result.status}", highlight=False)
+    _emit(result.as_dict(), json_out)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
 def _default_quickstart_config() -> Path | None:
     """`jobs/configs/quickstart.yaml` of a source checkout, when there is one."""
     path = (
         Path(__file__).resolve().parent.parent / "jobs" / "configs" / "quickstart.yaml"
     )
     return path if path.is_file() else None
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Option(help="a model bundle (directory or s3://)")],
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port")] = 8000,
+    max_batch_size: Annotated[
+        int, typer.Option(help="requests gathered into one model call")
+    ] = 32,
+    batch_wait_timeout_s: Annotated[
+        float, typer.Option(help="longest wait for a batch to fill")
+    ] = 0.005,
+    max_replicas: Annotated[
+        int, typer.Option(help="replicas autoscaled between 1 and this")
+    ] = 1,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="file holding the bearer token (else IIDS_SERVE_TOKEN)"),
+    ] = None,
+    json_out: JsonOut = None,
+) -> None:
+    """Serve a bundle over HTTP on a local Ray Serve; blocks until Ctrl-C."""
+    import time
+
+    from ray import serve as ray_serve
+
+    from iids.bundle import load_bundle
+    from iids.serving import build_app
+
+    # Replicas may run in another directory: pass local paths as absolute ones.
+    if "://" not in model:
+        model = str(Path(model).resolve())
+    try:
+        bundle = load_bundle(model, storage_from_env())
+        application = build_app(
+            {
+                "model_uri": model,
+                "max_batch_size": max_batch_size,
+                "batch_wait_timeout_s": batch_wait_timeout_s,
+                "token_file": str(token_file.resolve()) if token_file else None,
+            },
+            max_replicas=max_replicas,
+        )
+        _ray()
+        ray_serve.start(http_options={"host": host, "port": port})
+        ray_serve.run(application, name="iids", route_prefix="/")
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        _fail(exc)
+    url = f"http://{host}:{port}"
+    console.print(
+        f"serving model {bundle.version} ({', '.join(bundle.classes)}) at "
+        f"{url}/v1/predict; Ctrl-C to stop",
+        highlight=False,
+    )
+    _emit(
+        {"url": url, "model_bundle": model, "model_version": bundle.version}, json_out
+    )
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        console.print("stopping")
+    finally:
+        ray_serve.shutdown()
 
 
 # -- output ---------------------------------------------------------------------------

@@ -155,3 +155,34 @@ def configure_logging(verbose: bool = False) -> None:
     )
     for noisy in ("ray", "filelock", "urllib3", "botocore", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def serve_token() -> str | None:
+    """The bearer token of the scoring endpoint, or None when it is open.
+
+    `IIDS_SERVE_TOKEN` holds the token itself; `IIDS_SERVE_TOKEN_FILE` names a file
+    holding it (a mounted secret). The first one set wins.
+
+    Raises:
+        ValueError: the token file cannot be read or is empty.
+    """
+    token = os.environ.get("IIDS_SERVE_TOKEN")
+    if token:
+        return token.strip()
+    path = os.environ.get("IIDS_SERVE_TOKEN_FILE")
+    return read_token_file(path) if path else None
+
+
+def read_token_file(path: str | Path) -> str:
+    """A bearer token from a secret file (surrounding whitespace dropped).
+
+    Raises:
+        ValueError: the file cannot be read or holds no token.
+    """
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"token file {path}: cannot read it: {exc}") from exc
+    if not token:
+        raise ValueError(f"token file {path}: expected a token, found an empty file")
+    return token

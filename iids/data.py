@@ -64,9 +64,9 @@ def read_dataset(
             f"{uri}{'/' + partition if partition else ''}: holds no Parquet data file"
         )
     logger.info("reading %d Parquet file(s) from %s", len(files), uri)
-    return ray.data.read_parquet(
+    ds = ray.data.read_parquet(
         files,
         filesystem=fs,
-        columns=columns,
         partitioning=Partitioning("hive", base_dir=root, filesystem=fs),
     )
+    return ds.select_columns(columns) if columns else ds

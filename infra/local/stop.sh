@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Stop the local stack started by start.sh from the same state directory. Idempotent.
+# Only processes this stack started are signalled: each service's process group (from
+# its pid file), then any process left whose command line names this stack's own Ray
+# temp directory.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+STATE="${IIDS_LOCAL_STATE:-$ROOT/runs/local}"
+TIMEOUT_S="${IIDS_STOP_TIMEOUT_S:-30}"
+log() { echo "stop.sh: $*" >&2; }
+
+group_alive() { kill -0 -- "-$1" 2>/dev/null; }
+
+stop_group() {  # stop_group NAME: TERM the process group of NAME, KILL it if it lingers
+  local pidfile="$STATE/$1.pid" pid
+  [[ -f "$pidfile" ]] || { log "$1: not running"; return 0; }
+  pid="$(cat "$pidfile")"
+  if group_alive "$pid"; then
+    log "$1: stopping process group $pid"
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + TIMEOUT_S))
+    while group_alive "$pid" && ((SECONDS < deadline)); do sleep 1; done
+    if group_alive "$pid"; then
+      log "$1: still running after ${TIMEOUT_S}s, killing"
+      kill -KILL -- "-$pid" 2>/dev/null || true
+    fi
+  else
+    log "$1: not running"
+  fi
+  rm -f "$pidfile"
+}
+
+stop_group ray
+# Ray may start some processes in sessions of their own; they carry the temp dir.
+if [[ -f "$STATE/ray.tempdir" ]]; then
+  tempdir="$(cat "$STATE/ray.tempdir")"
+  for proc in /proc/[0-9]*; do
+    if tr '\0' ' ' <"$proc/cmdline" 2>/dev/null | grep -qF -- "$tempdir"; then
+      pid="${proc#/proc/}"
+      log "ray: stopping leftover process $pid"
+      kill -TERM "$pid" 2>/dev/null || true
+    fi
+  done
+  rm -f "$STATE/ray.tempdir"
+fi
+stop_group weed
+rm -f "$STATE/env.sh"

@@ -1,0 +1,1 @@
+"""Ray Job entry points: thin scripts that parse a config and call `iids`."""

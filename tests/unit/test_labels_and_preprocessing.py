@@ -1,0 +1,120 @@
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from iids.bundle import load_bundle, new_version, save_bundle
+from iids.datasets import DatasetAdapter, get_adapter
+from iids.model import HybridConfig, HybridIDS
+from iids.preprocess import FeatureError, Preprocessor
+from iids.train import encode_labels
+from tests.builders import can_rows
+
+
+def _preprocessor(rows: pa.Table) -> Preprocessor:
+    adapter = get_adapter("ciciov2024")
+    columns = adapter.numeric_features
+    matrix = np.column_stack([rows[c].to_numpy() for c in columns])
+    return Preprocessor(
+        numeric=columns,
+        means=matrix.mean(axis=0).tolist(),
+        stds=matrix.std(axis=0).tolist(),
+        bases=[10] * len(columns),
+        integer=columns,
+    )
+
+
+def test_label_codes_follow_task_class_order():
+    task = get_adapter("ciciov2024").task("specific")
+    rows = pa.table({"specific_class": ["GAS", "BENIGN", " DoS ", "STEERING_WHEEL"]})
+    codes = encode_labels(rows, task)
+    assert codes.tolist() == [2, 0, 1, 5]
+    assert [task.classes[c] for c in codes] == [
+        "GAS",
+        "BENIGN",
+        "DoS",
+        "STEERING_WHEEL",
+    ]
+
+
+def test_unknown_label_is_refused_with_row_and_value():
+    task = get_adapter("ciciov2024").task("category")
+    rows = pa.table({"category": ["BENIGN", "DoS", "FUZZY"]})
+    with pytest.raises(ValueError, match=r"row 2: label 'FUZZY' is not a class"):
+        encode_labels(rows, task)
+
+
+def test_adapter_round_trips_through_json():
+    adapter = get_adapter("ciciov2024", encoding="hex")
+    again = DatasetAdapter.from_dict(adapter.to_dict())
+    assert again == adapter
+
+
+def test_bundle_round_trip_keeps_label_map_and_predictions(tmp_path):
+    rows = can_rows(300)
+    pre = _preprocessor(rows)
+    torch.manual_seed(0)
+    model = HybridIDS(pre.num_features, 6, HybridConfig()).eval()
+    adapter = get_adapter("ciciov2024")
+    task = adapter.task("specific")
+    version = new_version()
+    uri = save_bundle(
+        str(tmp_path),
+        version,
+        state_dict=model.state_dict(),
+        model_config=HybridConfig(),
+        num_features=pre.num_features,
+        preprocessor=pre,
+        adapter=adapter,
+        task=task,
+        config={"seed": 0},
+    )
+    bundle = load_bundle(uri)
+    assert bundle.version == version
+    assert bundle.classes == list(task.classes)
+    X = pre.transform(rows)
+    with torch.inference_mode():
+        before = model(torch.from_numpy(X))
+        after = bundle.model(torch.from_numpy(bundle.preprocessor.transform(rows)))
+    torch.testing.assert_close(before, after)
+    assert not list(tmp_path.glob("*.staging-*"))
+
+
+def test_loading_a_non_bundle_says_what_is_missing(tmp_path):
+    with pytest.raises(
+        FileNotFoundError, match=r"not a model bundle: missing \['model"
+    ):
+        load_bundle(str(tmp_path))
+
+
+def test_scaling_and_text_input_give_the_same_features():
+    rows = can_rows(50)
+    pre = _preprocessor(rows)
+    X = pre.transform(rows)
+    np.testing.assert_allclose(X.mean(axis=0), 0.0, atol=1e-5)
+    as_text = pa.table(
+        {c: rows[c].cast(pa.int64()).cast(pa.string()) for c in pre.numeric}
+    )
+    np.testing.assert_array_equal(pre.transform(as_text), X)
+
+
+def test_missing_column_and_non_finite_value_are_named():
+    rows = can_rows(10)
+    pre = _preprocessor(rows)
+    with pytest.raises(FeatureError, match=r"missing feature column\(s\) \['DATA_7'\]"):
+        pre.transform(rows.drop_columns(["DATA_7"]))
+    bad = rows.set_column(3, "DATA_2", pa.array([1.0] * 9 + [float("nan")]))
+    with pytest.raises(
+        FeatureError, match=r"column 'DATA_2', row 9: expected a finite"
+    ):
+        pre.transform(bad)
+
+
+def test_snap_rounds_whole_number_columns_in_raw_units():
+    rows = can_rows(40)
+    pre = _preprocessor(rows)
+    X = pre.transform(rows)
+    mixed = (0.3 * X[:10] + 0.7 * X[10:20]).astype(np.float32)
+    pre.snap(mixed)
+    raw = mixed * np.asarray(pre.stds) + np.asarray(pre.means)
+    np.testing.assert_allclose(raw, np.rint(raw), atol=1e-3)
