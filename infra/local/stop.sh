@@ -36,8 +36,10 @@ stop_group ray
 if [[ -f "$STATE/ray.tempdir" ]]; then
   tempdir="$(cat "$STATE/ray.tempdir")"
   for proc in /proc/[0-9]*; do
-    if tr '\0' ' ' <"$proc/cmdline" 2>/dev/null | grep -qF -- "$tempdir"; then
-      pid="${proc#/proc/}"
+    pid="${proc#/proc/}"
+    [[ "$pid" == "$$" ]] && continue
+    cmdline="$({ tr '\0' ' ' <"$proc/cmdline"; } 2>/dev/null || true)"
+    if [[ "$cmdline" == *"$tempdir"* ]]; then
       log "ray: stopping leftover process $pid"
       kill -TERM "$pid" 2>/dev/null || true
     fi
