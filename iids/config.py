@@ -74,11 +74,20 @@ class TrainSettings(_Strict):
     encoding: Literal["decimal", "hex", "binary"] = "decimal"
     task: str | None = None
     protocol: Literal["honest", "paper"] = "honest"
+    compare_protocols: bool = Field(
+        False, description="also train and test under the other protocol for the report"
+    )
+    group_column: str | None = Field(
+        None, description="keep each value of this column inside one split part"
+    )
     epochs: int = Field(6, ge=1)
     batch_size: int = Field(1024, ge=2, description="global batch size")
     learning_rate: float = Field(3e-3, gt=0.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     patience: int = Field(2, ge=1, description="epochs without val macro-F1 gain")
+    min_rows_per_epoch: int = Field(
+        50_000, ge=0, description="repeat a smaller training split up to this many rows"
+    )
     val_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     num_workers: int = Field(2, ge=1)

@@ -17,7 +17,8 @@ Routes: `POST /v1/predict`, `GET /v1/model`, `GET /healthz` (liveness), `GET /re
 `Authorization: Bearer <token>`.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: the routes are rebuilt by Serve's ingress,
+# and FastAPI must find `Request` as a class, not as a string it cannot resolve.
 
 import asyncio
 import hmac
@@ -196,7 +197,7 @@ class RequestError(Exception):
         self.errors = errors or []
 
     @classmethod
-    def from_items(cls, status: int, items: list[dict[str, str]]) -> RequestError:
+    def from_items(cls, status: int, items: list[dict[str, str]]) -> "RequestError":
         """One error from many problems; the first one gives the kind and message."""
         first = items[0]
         message = (
@@ -231,7 +232,9 @@ def _describe(value: Any) -> str:
         text = value if len(value) <= 40 else value[:37] + "..."
         return f"text {text!r}"
     if isinstance(value, float) and not math.isfinite(value):
-        return {True: "Infinity", False: "-Infinity"}.get(value > 0, "NaN")
+        if math.isnan(value):
+            return "NaN"
+        return "Infinity" if value > 0 else "-Infinity"
     if isinstance(value, int | float):
         return f"number {value!r}"
     if isinstance(value, list):
@@ -256,7 +259,7 @@ class _Schema:
     ignored: frozenset[str]  # raw columns that are never features: accepted, unused
 
     @classmethod
-    def of(cls, scorer: Scorer) -> _Schema:
+    def of(cls, scorer: Scorer) -> "_Schema":
         pre = scorer.bundle.preprocessor
         features = set(pre.input_columns)
         raw = scorer.bundle.adapter.column_names
@@ -286,7 +289,7 @@ class _Model:
     schema: _Schema
 
     @classmethod
-    def load(cls, uri: str, storage: Storage | None, threads: int) -> _Model:
+    def load(cls, uri: str, storage: Storage | None, threads: int) -> "_Model":
         scorer = Scorer.from_uri(uri, storage, threads=threads)
         return cls(uri, scorer, _Schema.of(scorer))
 
@@ -708,7 +711,7 @@ class OnlineScorer:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _too_large(self, found: str) -> RequestError:
+    def _too_large(self, found: str) -> "RequestError":
         limit = self.settings.max_body_bytes
         expected = f"at most {limit:,} bytes (split the records over several requests)"
         return RequestError.from_items(
@@ -730,9 +733,9 @@ class OnlineScorer:
         try:
             data = json.loads(body)
         except json.JSONDecodeError as exc:
-            where = f"body (line {exc.lineno}, column {exc.colno})"
+            found = f"{exc.msg} at line {exc.lineno}, column {exc.colno}"
             raise RequestError.from_items(
-                400, [_item("malformed_json", where, "valid JSON", exc.msg)]
+                400, [_item("malformed_json", "body", "valid JSON", found)]
             ) from None
         except (UnicodeDecodeError, RecursionError) as exc:
             raise RequestError.from_items(

@@ -48,6 +48,7 @@ def split_rows(
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> Split:
     """Split rows into train, validation and test, stratified by label.
 
@@ -60,6 +61,8 @@ def split_rows(
         protocol: `honest` (duplicates removed first) or `paper` (kept).
         val_fraction, test_fraction: shares of each class's rows.
         seed: seeds the shuffle.
+        groups: optional group of each row (a source file, a capture day), shape (N,):
+            no group spans two parts.
 
     Raises:
         ValueError: an unknown protocol or fractions that leave no training rows.
@@ -82,16 +85,19 @@ def split_rows(
 
     # Honest: drop duplicates, and keep each feature vector inside one part.
     keep = np.arange(len(labels))
-    groups = keep
     if protocol == "honest":
         keep = np.sort(first_pair)
-        groups = feature_ids[keep]
+    units = _units(
+        feature_ids[keep] if protocol == "honest" else None,
+        None if groups is None else np.asarray(groups)[keep],
+        len(keep),
+    )
     duplicates_removed = len(labels) - len(keep)
     train, val, test = _stratified(
-        keep, groups, labels[keep], val_fraction, test_fraction, seed
+        keep, units, labels[keep], val_fraction, test_fraction, seed
     )
 
-    overlap = int(np.isin(feature_ids[test], feature_ids[train]).sum())
+    overlap = train_test_overlap(features, train, test)
     if protocol == "honest":
         assert overlap == 0, "honest split leaked test rows into train"
     logger.info(
@@ -106,6 +112,45 @@ def split_rows(
         overlap,
     )
     return Split(train, val, test, duplicates_removed, conflicting, overlap)
+
+
+def train_test_overlap(
+    features: np.ndarray, train: np.ndarray, test: np.ndarray
+) -> int:
+    """How many test rows have a feature vector that also occurs in train.
+
+    Args:
+        features: raw feature values, shape (N, F).
+        train, test: row indices into `features`.
+    """
+    ids = _row_ids(features)
+    return int(np.isin(ids[test], ids[train]).sum())
+
+
+def _units(
+    feature_ids: np.ndarray | None, groups: np.ndarray | None, n: int
+) -> np.ndarray:
+    """Rows that must stay together: joined by equal features and by equal group."""
+    if feature_ids is None and groups is None:
+        return np.arange(n)
+    if groups is None:
+        return feature_ids
+    group_ids = np.unique(groups, return_inverse=True)[1]
+    if feature_ids is None:
+        return group_ids
+    # A feature vector seen in two groups joins them: connected components of the
+    # bipartite graph (feature vector, group).
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n_features = int(feature_ids.max()) + 1
+    n_groups = int(group_ids.max()) + 1
+    graph = coo_matrix(
+        (np.ones(n), (feature_ids, n_features + group_ids)),
+        shape=(n_features + n_groups, n_features + n_groups),
+    )
+    _, component = connected_components(graph, directed=False)
+    return component[feature_ids]
 
 
 def _stratified(

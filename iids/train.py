@@ -42,7 +42,7 @@ from iids.ingest import KEY_COLUMNS
 from iids.model import HybridIDS
 from iids.preprocess import Preprocessor
 from iids.smote import balance
-from iids.split import split_rows
+from iids.split import PROTOCOLS, split_rows
 from iids.storage import Storage, join
 
 logger = logging.getLogger(__name__)
@@ -94,66 +94,104 @@ def raw_feature_matrix(table: pa.Table, adapter: DatasetAdapter) -> np.ndarray:
     return np.column_stack(columns)
 
 
-def train(
-    data_uri: str,
-    output_uri: str,
-    settings: TrainSettings,
-    *,
-    storage: Storage | None = None,
-    splits_uri: str | None = None,
-    run_name: str | None = None,
-) -> TrainOutcome:
-    """Train the hybrid model on an ingested dataset and write a model bundle.
+@dataclass
+class _Experiment:
+    """One protocol's split, balanced training, fitted model and test metrics."""
 
-    Args:
-        data_uri: an ingested dataset (`iids ingest` output).
-        output_uri: bundles go to `output_uri/<version>/`; Ray Train's run state to
-            `output_uri/_runs/<run name>/`.
-        settings: the resolved training settings.
-        storage: where everything lives.
-        splits_uri: when set, the test split's raw rows are written there as Parquet.
-        run_name: Ray Train run name; rerunning with the same name resumes that run.
+    protocol: str
+    seed: int
+    split: Any
+    preprocessor: Preprocessor
+    sampling: Any
+    history: list[dict]
+    best_state: dict
+    epochs_run: int
+    rows_after_smote: int
+    metrics: dict[str, Any]
+    baseline: dict[str, Any] | None
+    test_rows: pa.Table
 
-    Returns:
-        The bundle URI, the report, and where the test split was written.
-    """
+    def summary(self, rows_read: int) -> dict[str, Any]:
+        """The report's keys for this protocol."""
+        return {
+            "protocol": self.protocol,
+            "seed": self.seed,
+            "rows": {
+                "read": rows_read,
+                "train": len(self.split.train),
+                "train_after_smote": self.rows_after_smote,
+                "val": len(self.split.val),
+                "test": len(self.split.test),
+                "duplicates_removed": self.split.duplicates_removed,
+                "conflicting_features": self.split.conflicting_features,
+                "train_test_overlap": self.split.train_test_overlap,
+            },
+            **self.metrics,
+            "baseline": self.baseline,
+            "scored_rows": len(self.split.test),
+            "sampling": self.sampling.to_dict(),
+        }
 
-    storage = storage or Storage()
+
+def load_labelled(
+    data_uri: str, settings: TrainSettings, storage: Storage
+) -> tuple[DatasetAdapter, Task, pa.Table, np.ndarray]:
+    """The adapter, the task, the typed rows the model needs and their class codes."""
     adapter = get_adapter(settings.dataset, encoding=settings.encoding)
     task = adapter.task(settings.task)
-    classes = list(task.classes)
-    version = new_version()
-    run_name = run_name or f"train-{version}"
-
-    # Load the typed rows the model needs.
     wanted = [
         *adapter.numeric_features,
         *adapter.categorical_features,
         task.label_column,
+        *KEY_COLUMNS,
     ]
-    table = _load(data_uri, storage, wanted + list(KEY_COLUMNS))
+    if settings.group_column and settings.group_column not in wanted:
+        wanted.append(settings.group_column)
+    table = _load(data_uri, storage, wanted)
     labels = encode_labels(table, task)
+    counts = np.bincount(labels, minlength=len(task.classes)).tolist()
     logger.info(
         "loaded %d rows from %s; classes %s",
         table.num_rows,
         data_uri,
-        dict(
-            zip(
-                classes,
-                np.bincount(labels, minlength=len(classes)).tolist(),
-                strict=True,
-            )
-        ),
+        dict(zip(task.classes, counts, strict=True)),
     )
+    return adapter, task, table, labels
+
+
+def run_protocol(
+    table: pa.Table,
+    labels: np.ndarray,
+    adapter: DatasetAdapter,
+    task: Task,
+    settings: TrainSettings,
+    *,
+    protocol: str,
+    seed: int,
+    output_uri: str,
+    run_name: str,
+    storage: Storage,
+) -> _Experiment:
+    """Split under `protocol`, fit preprocessing and SMOTE on train, train, test."""
+    classes = list(task.classes)
 
     # Split, then fit preprocessing on the training part only.
+    groups = None
+    if settings.group_column:
+        if settings.group_column not in table.column_names:
+            raise ValueError(
+                f"group_column {settings.group_column!r} is not a column of the data; "
+                f"columns: {table.column_names}"
+            )
+        groups = table[settings.group_column].to_numpy(zero_copy_only=False)
     split = split_rows(
         raw_feature_matrix(table, adapter),
         labels,
-        protocol=settings.protocol,
+        protocol=protocol,
         val_fraction=settings.val_fraction,
         test_fraction=settings.test_fraction,
-        seed=settings.seed,
+        seed=seed,
+        groups=groups,
     )
     train_rows, val_rows, test_rows = (
         table.take(idx) for idx in (split.train, split.val, split.test)
@@ -166,18 +204,24 @@ def train(
 
     # Balance the training part only; snap synthetic rows onto valid values.
     X_bal, y_bal, sampling = balance(
-        X_train, y_train, settings.sampling.build(settings.seed), classes
+        X_train, y_train, settings.sampling.build(seed), classes
     )
     if sampling.synthetic_rows:
         preprocessor.snap(X_bal[-sampling.synthetic_rows :])
+    # A small split (honest protocol on repetitive data) is repeated so each epoch
+    # still takes enough optimiser steps.
+    X_epoch, y_epoch = X_bal, y_bal
+    if 0 < len(y_bal) < settings.min_rows_per_epoch:
+        reps = -(-settings.min_rows_per_epoch // len(y_bal))
+        X_epoch, y_epoch = np.tile(X_bal, (reps, 1)), np.tile(y_bal, reps)
 
     # Train on Ray Train.
     history, best_state, epochs_run = _fit(
-        X_bal,
-        y_bal,
+        X_epoch,
+        y_epoch,
         X_val,
         y_val,
-        settings,
+        settings.model_copy(update={"seed": seed}),
         preprocessor,
         len(classes),
         output_uri,
@@ -197,7 +241,6 @@ def train(
     metrics["latency_us_per_row"] = latency_us_per_row(
         lambda b: _predict(model, b), X_test
     )
-
     baseline = None
     if settings.baseline:
         from iids.baseline import fit_baseline
@@ -209,74 +252,139 @@ def train(
             y_test,
             classes,
             negative,
-            settings.seed,
+            seed,
             max_iter=settings.baseline_max_iter,
         )
+    logger.info(
+        "%s protocol, seed %d: test macro-F1 %.4f, accuracy %.4f (baseline %s)",
+        protocol,
+        seed,
+        metrics["macro_f1"],
+        metrics["accuracy"],
+        f"{baseline['macro_f1']:.4f}" if baseline else "n/a",
+    )
+    return _Experiment(
+        protocol,
+        seed,
+        split,
+        preprocessor,
+        sampling,
+        history,
+        best_state,
+        epochs_run,
+        len(y_epoch),
+        metrics,
+        baseline,
+        test_rows,
+    )
 
-    best = max(history, key=lambda h: h["val_macro_f1"])
+
+def train(
+    data_uri: str,
+    output_uri: str,
+    settings: TrainSettings,
+    *,
+    storage: Storage | None = None,
+    splits_uri: str | None = None,
+    run_name: str | None = None,
+) -> TrainOutcome:
+    """Train the hybrid model on an ingested dataset and write a model bundle.
+
+    With `settings.compare_protocols`, a second model is trained and tested under the
+    other protocol on the same data, and the report carries both under `protocols`;
+    the bundle holds the model of `settings.protocol`.
+
+    Args:
+        data_uri: an ingested dataset (`iids ingest` output).
+        output_uri: bundles go to `output_uri/<version>/`; Ray Train's run state to
+            `output_uri/_runs/<run name>/`.
+        settings: the resolved training settings.
+        storage: where everything lives.
+        splits_uri: when set, the test split's raw rows are written there as Parquet.
+        run_name: Ray Train run name; rerunning with the same name resumes that run.
+
+    Returns:
+        The bundle URI, the report, and where the test split was written.
+    """
+    storage = storage or Storage()
+    version = new_version()
+    run_name = run_name or f"train-{version}"
+    adapter, task, table, labels = load_labelled(data_uri, settings, storage)
+    classes = list(task.classes)
+
+    # The bundle's model, then the other protocol for comparison.
+    main = run_protocol(
+        table,
+        labels,
+        adapter,
+        task,
+        settings,
+        protocol=settings.protocol,
+        seed=settings.seed,
+        output_uri=output_uri,
+        run_name=run_name,
+        storage=storage,
+    )
+    protocols = {main.protocol: main.summary(table.num_rows)}
+    if settings.compare_protocols:
+        for other in PROTOCOLS:
+            if other != main.protocol:
+                experiment = run_protocol(
+                    table,
+                    labels,
+                    adapter,
+                    task,
+                    settings,
+                    protocol=other,
+                    seed=settings.seed,
+                    output_uri=output_uri,
+                    run_name=f"{run_name}-{other}",
+                    storage=storage,
+                )
+                protocols[other] = experiment.summary(table.num_rows)
+
+    best = max(main.history, key=lambda h: h["val_macro_f1"])
     report = {
         "dataset": adapter.name,
         "task": task.name,
-        "protocol": settings.protocol,
-        "rows": {
-            "read": table.num_rows,
-            "train": len(split.train),
-            "train_after_smote": len(y_bal),
-            "val": len(split.val),
-            "test": len(split.test),
-            "duplicates_removed": split.duplicates_removed,
-            "conflicting_features": split.conflicting_features,
-            "train_test_overlap": split.train_test_overlap,
-        },
         "classes": classes,
-        **metrics,
-        "baseline": baseline,
+        **main.summary(table.num_rows),
         "model_bundle": join(output_uri, version),
         "model_version": version,
-        "scored_rows": len(y_test),
-        "sampling": sampling.to_dict(),
+        "protocols": protocols,
         "training": {
-            "epochs_run": epochs_run,
+            "epochs_run": main.epochs_run,
             "epochs_max": settings.epochs,
             "best_epoch": best["epoch"],
             "best_val_macro_f1": best["val_macro_f1"],
             "num_workers": settings.num_workers,
             "batch_size": settings.batch_size,
-            "rows_per_epoch": len(y_bal),
+            "rows_per_epoch": main.rows_after_smote,
             "sampling": settings.sampling.model_dump(),
-            "history": history,
+            "history": main.history,
             "run_name": run_name,
         },
     }
-    logger.info(
-        "test macro-F1 %.4f, accuracy %.4f (baseline macro-F1 %s)",
-        report["macro_f1"],
-        report["accuracy"],
-        f"{baseline['macro_f1']:.4f}" if baseline else "n/a",
-    )
 
     # Save the bundle with its report and plots.
-    plots = {
-        "confusion_matrix.png": confusion_png(
-            metrics["confusion_matrix"],
-            classes,
-            f"{adapter.name} / {task.name}: test split",
-        ),
-        "training_curves.png": curves_png(history),
-        "class_counts.png": class_counts_png(sampling.before, sampling.after),
-    }
     files = {
         "report.json": json.dumps(report, indent=2).encode(),
         "report.md": report_markdown(report).encode(),
-        **plots,
+        "confusion_matrix.png": confusion_png(
+            main.metrics["confusion_matrix"],
+            classes,
+            f"{adapter.name} / {task.name}: test split ({main.protocol})",
+        ),
+        "training_curves.png": curves_png(main.history),
+        "class_counts.png": class_counts_png(main.sampling.before, main.sampling.after),
     }
     bundle_uri = save_bundle(
         output_uri,
         version,
-        state_dict=best_state,
+        state_dict=main.best_state,
         model_config=settings.model.build(),
-        num_features=preprocessor.num_features,
-        preprocessor=preprocessor,
+        num_features=main.preprocessor.num_features,
+        preprocessor=main.preprocessor,
         adapter=adapter,
         task=task,
         config=settings.model_dump(mode="json"),
@@ -287,7 +395,7 @@ def train(
     test_uri = None
     if splits_uri:
         test_uri = join(splits_uri, "test")
-        _write_split(test_rows, test_uri, storage)
+        _write_split(main.test_rows, test_uri, storage)
     return TrainOutcome(bundle_uri, report, test_uri)
 
 

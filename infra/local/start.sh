@@ -133,7 +133,9 @@ if ((WITH_RAY)); then
     log "Ray head already running (pid $(cat "$STATE/ray.pid"))"
   else
     log "starting a Ray head: GCS 127.0.0.1:$RAY_PORT, dashboard :$RAY_DASHBOARD_PORT"
-    # Jobs inherit this environment, so they reach the S3 server too.
+    # Jobs inherit this environment: `python` in an entry point is this stack's
+    # Python, and jobs reach the S3 server too.
+    export PATH="$BIN:$PATH"
     if ((WITH_S3)); then export IIDS_S3_ENDPOINT="$S3_ENDPOINT"; fi
     # --block keeps one process that owns every Ray process it started; setsid gives it
     # its own process group, so stop.sh can end exactly this cluster.

@@ -10,15 +10,21 @@ STATE="${IIDS_LOCAL_STATE:-$ROOT/runs/local}"
 TIMEOUT_S="${IIDS_STOP_TIMEOUT_S:-30}"
 log() { echo "stop.sh: $*" >&2; }
 
-group_alive() { kill -0 -- "-$1" 2>/dev/null; }
+group_alive() {  # group_alive PGID: does any live (non-zombie) process remain in it?
+  ps -eo pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'
+}
 
-stop_group() {  # stop_group NAME: TERM the process group of NAME, KILL it if it lingers
+stop_group() {  # stop_group NAME [leader]: TERM NAME's group (or only its leader)
   local pidfile="$STATE/$1.pid" pid
   [[ -f "$pidfile" ]] || { log "$1: not running"; return 0; }
   pid="$(cat "$pidfile")"
   if group_alive "$pid"; then
     log "$1: stopping process group $pid"
-    kill -TERM -- "-$pid" 2>/dev/null || true
+    if [[ "${2:-}" == leader ]]; then
+      kill -TERM "$pid" 2>/dev/null || true
+    else
+      kill -TERM -- "-$pid" 2>/dev/null || true
+    fi
     local deadline=$((SECONDS + TIMEOUT_S))
     while group_alive "$pid" && ((SECONDS < deadline)); do sleep 1; done
     if group_alive "$pid"; then
@@ -31,7 +37,9 @@ stop_group() {  # stop_group NAME: TERM the process group of NAME, KILL it if it
   rm -f "$pidfile"
 }
 
-stop_group ray
+# `ray start --block` drains the node and stops every Ray process it started when it
+# gets SIGTERM itself; signalling its children first would leave it waiting on them.
+stop_group ray leader
 # Ray may start some processes in sessions of their own; they carry the temp dir.
 if [[ -f "$STATE/ray.tempdir" ]]; then
   tempdir="$(cat "$STATE/ray.tempdir")"

@@ -144,6 +144,7 @@ def test_health_readiness_and_model_info(client, bundles):
     assert ready.status_code == 200 and ready.json()["ready"] is True
 
     info = client.get("/v1/model", headers=AUTH).json()
+    assert "model_version" in info, info
     scorer = Scorer.from_uri(bundles[0])
     assert info["model_version"] == scorer.version
     assert info["classes"] == ["BENIGN", "DoS", "GAS", "RPM", "SPEED", "STEERING_WHEEL"]
@@ -155,7 +156,10 @@ def test_health_readiness_and_model_info(client, bundles):
 def test_predictions_equal_batch_scoring(client, bundles, tmp_path):
     rows = can_rows(60, seed=7)
     response = client.post(
-        "/v1/predict", json={"records": _records(rows)}, params={"scores": "true"}
+        "/v1/predict",
+        json={"records": _records(rows)},
+        params={"scores": "true"},
+        headers=AUTH,
     )
     assert response.status_code == 200, response.text
     body = response.json()

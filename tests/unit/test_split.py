@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from iids.split import split_rows
+from iids.split import split_rows, train_test_overlap
 
 
 def _data(seed: int = 0):
@@ -67,3 +67,22 @@ def test_bad_split_settings_are_refused(kwargs, message):
     X, y = _data()
     with pytest.raises(ValueError, match=message):
         split_rows(X, y, **kwargs)
+
+
+@pytest.mark.parametrize("protocol", ["paper", "honest"])
+def test_group_split_never_places_one_group_in_two_parts(protocol):
+    X, y = _data()
+    days = np.arange(len(y)) % 17
+    split = split_rows(X, y, protocol=protocol, seed=2, groups=days)
+    parts = [set(days[idx]) for idx in (split.train, split.val, split.test)]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    if protocol == "honest":
+        assert split.train_test_overlap == 0
+
+
+def test_overlap_check_catches_a_planted_duplicate():
+    X = np.arange(40, dtype=np.float64).reshape(-1, 2)
+    train, test = np.arange(0, 15), np.arange(15, 20)
+    assert train_test_overlap(X, train, test) == 0
+    X[17] = X[3]  # plant a training row in the test part
+    assert train_test_overlap(X, train, test) == 1
