@@ -107,6 +107,7 @@ class _Experiment:
     best_state: dict
     epochs_run: int
     rows_after_smote: int
+    rows_per_epoch: int
     metrics: dict[str, Any]
     baseline: dict[str, Any] | None
     test_rows: pa.Table
@@ -272,6 +273,7 @@ def run_protocol(
         history,
         best_state,
         epochs_run,
+        len(y_bal),
         len(y_epoch),
         metrics,
         baseline,
@@ -359,7 +361,7 @@ def train(
             "best_val_macro_f1": best["val_macro_f1"],
             "num_workers": settings.num_workers,
             "batch_size": settings.batch_size,
-            "rows_per_epoch": main.rows_after_smote,
+            "rows_per_epoch": main.rows_per_epoch,
             "sampling": settings.sampling.model_dump(),
             "history": main.history,
             "run_name": run_name,
