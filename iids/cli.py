@@ -162,17 +162,43 @@ def train(
 def evaluate(
     model: Annotated[str, typer.Option(help="a model bundle")],
     data: Annotated[str, typer.Option(help="an ingested dataset with labels")],
+    protocols: Annotated[
+        str | None,
+        typer.Option(
+            help="retrain with the bundle's config under these, e.g. paper,honest"
+        ),
+    ] = None,
+    seeds: Annotated[
+        int, typer.Option(help="seeds per protocol (with --protocols)", min=1)
+    ] = 1,
+    output: Annotated[
+        str, typer.Option(help="where retraining runs keep their state")
+    ] = "runs/evaluate",
     json_out: JsonOut = None,
 ) -> None:
-    """Score every row of a labelled dataset with a bundle and report the metrics."""
+    """Score a labelled dataset with a bundle, or retrain under protocols and seeds."""
+    from iids.bundle import load_bundle
+    from iids.config import TrainSettings
     from iids.evaluate import evaluate_bundle
+    from iids.train import evaluate_protocols
 
+    storage = storage_from_env()
     try:
         _ray()
-        result = evaluate_bundle(model, data, storage=storage_from_env())
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        if protocols is None:
+            result = evaluate_bundle(model, data, storage=storage)
+        else:
+            settings = TrainSettings(**load_bundle(model, storage).config)
+            names = [p.strip() for p in protocols.split(",") if p.strip()]
+            result = evaluate_protocols(
+                data, settings, names, seeds, output_uri=output, storage=storage
+            )
+    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as exc:
         _fail(exc)
-    _print_metrics(result)
+    if protocols is None:
+        _print_metrics(result)
+    else:
+        _print_protocols(result)
     _emit(result, json_out)
 
 
@@ -465,6 +491,33 @@ def _print_metrics(result: dict[str, Any]) -> None:
         f"macro-F1 {result['macro_f1']:.4f}  accuracy {result['accuracy']:.4f}  "
         f"benign FPR {fpr}"
     )
+
+
+def _print_protocols(result: dict[str, Any]) -> None:
+    table = Table(
+        "protocol",
+        "macro-F1",
+        "baseline macro-F1",
+        "accuracy",
+        "benign FPR",
+        "test rows in train",
+        title=f"{result['dataset']} / {result['task']}: mean ± std over {result['seeds']} seed(s)",
+    )
+    for name, r in result["protocols"].items():
+        mean, std = r["mean"], r["std"]
+
+        def cell(key: str, mean=mean, std=std) -> str:
+            return f"{mean[key]:.4f} ± {std[key]:.4f}" if key in mean else "n/a"
+
+        table.add_row(
+            name,
+            cell("macro_f1"),
+            cell("baseline_macro_f1"),
+            cell("accuracy"),
+            cell("fpr"),
+            f"{mean['train_test_overlap']:.0f}",
+        )
+    console.print(table)
 
 
 def _print_report(report: dict[str, Any]) -> None:

@@ -689,3 +689,77 @@ def _validate(model, shard, num_classes: int, batch_size: int, device):
                 pairs.cpu(), minlength=num_classes * num_classes
             ).double()
     return cm.view(num_classes, num_classes), totals
+
+
+_SCALARS = ("accuracy", "macro_f1", "weighted_f1", "fpr", "loss", "latency_us_per_row")
+
+
+def evaluate_protocols(
+    data_uri: str,
+    settings: TrainSettings,
+    protocols: list[str],
+    seeds: int,
+    *,
+    output_uri: str,
+    storage: Storage | None = None,
+) -> dict[str, Any]:
+    """Retrain and test under each protocol with `seeds` seeds; mean ± std per metric.
+
+    Args:
+        data_uri: an ingested, labelled dataset.
+        settings: the training settings (a bundle's `config.json`, usually).
+        protocols: `paper` and/or `honest`.
+        seeds: seeds `settings.seed`, `settings.seed + 1`, ...
+        output_uri: where the runs' Ray Train state goes.
+
+    Returns:
+        `{protocol: {"runs": [...], "mean": {...}, "std": {...}}}`, each metric also for
+        the baseline (`baseline_macro_f1`, ...).
+    """
+    unknown = sorted(set(protocols) - set(PROTOCOLS))
+    if unknown or not protocols:
+        raise ValueError(f"protocols must be among {list(PROTOCOLS)}, got {protocols}")
+    if seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {seeds}")
+    storage = storage or Storage()
+    adapter, task, table, labels = load_labelled(data_uri, settings, storage)
+    stamp = new_version()
+    results: dict[str, Any] = {}
+    for protocol in protocols:
+        runs = []
+        for seed in range(settings.seed, settings.seed + seeds):
+            experiment = run_protocol(
+                table,
+                labels,
+                adapter,
+                task,
+                settings,
+                protocol=protocol,
+                seed=seed,
+                output_uri=output_uri,
+                run_name=f"evaluate-{stamp}-{protocol}-{seed}",
+                storage=storage,
+            )
+            runs.append(experiment.summary(table.num_rows))
+        flat = [_scalars(run) for run in runs]
+        keys = [k for k in flat[0] if all(f[k] is not None for f in flat)]
+        results[protocol] = {
+            "runs": runs,
+            "mean": {k: float(np.mean([f[k] for f in flat])) for k in keys},
+            "std": {k: float(np.std([f[k] for f in flat])) for k in keys},
+        }
+    return {
+        "dataset": adapter.name,
+        "task": task.name,
+        "seeds": seeds,
+        "protocols": results,
+    }
+
+
+def _scalars(run: dict[str, Any]) -> dict[str, float | None]:
+    """The scalar metrics of one run, the baseline's prefixed with `baseline_`."""
+    out: dict[str, float | None] = {k: run.get(k) for k in _SCALARS}
+    for k in _SCALARS:
+        out[f"baseline_{k}"] = (run.get("baseline") or {}).get(k)
+    out["train_test_overlap"] = run["rows"]["train_test_overlap"]
+    return out
