@@ -184,7 +184,11 @@ def _plain_server(model: str, port: int, threads: int) -> None:
 
     settings = {"model_uri": model, "threads": threads}
     uvicorn.run(
-        create_plain_app(settings), host="127.0.0.1", port=port, log_level="warning"
+        create_plain_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
     )
 
 
@@ -236,7 +240,10 @@ def main() -> None:
     from iids.serving import build_app
 
     ray.init(
-        num_cpus=args.num_cpus, object_store_memory=1 << 30, include_dashboard=False
+        num_cpus=args.num_cpus,
+        object_store_memory=1 << 30,
+        include_dashboard=False,
+        log_to_driver=False,
     )
     tmp = tempfile.TemporaryDirectory(prefix="iids-bench-")
     plain = None
@@ -254,8 +261,12 @@ def main() -> None:
 
         # Ray Serve: one replica, batching on.
         serve_port = _free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
-        serve.run(build_app(settings, max_replicas=1, num_cpus=1), name="iids-bench")
+        quiet = {"enable_access_log": False, "log_level": "WARNING"}
+        serve.start(
+            http_options={"host": "127.0.0.1", "port": serve_port}, logging_config=quiet
+        )
+        application = build_app(settings, max_replicas=1, num_cpus=1)
+        serve.run(application, name="iids-bench", logging_config=quiet)
         _wait_ready(f"http://127.0.0.1:{serve_port}")
         print("Ray Serve:", file=sys.stderr)
         results += _measure(

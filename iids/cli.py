@@ -91,7 +91,9 @@ def ingest(
     try:
         adapter = get_adapter(dataset, encoding=encoding)
         _ray()
-        manifest = run_ingest(adapter, input, output, storage=storage_from_env())
+        manifest = run_ingest(
+            adapter, input, output, storage=storage_from_env(), nonfinite=nonfinite
+        )
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         _fail(exc)
     table = Table("rows read", "written", "quarantined", "by reason")

@@ -33,6 +33,7 @@ from iids.storage import Storage, is_s3, join
 logger = logging.getLogger(__name__)
 
 MANIFEST = "_manifest.json"
+NONFINITE_POLICIES = ("quarantine", "impute")
 QUARANTINE_DIR = "_quarantine"
 PARTITION_COLUMN = "source"
 KEY_COLUMNS = ("source_file", "source_line")
@@ -65,6 +66,8 @@ class FileResult:
     rows_written: int = 0
     rows_quarantined: int = 0
     quarantined_by_reason: Counter = field(default_factory=Counter)
+    cells_imputed: Counter = field(default_factory=Counter)  # per column
+    ranges: dict[str, list[float]] = field(default_factory=dict)  # column: [min, max]
     skipped: str | None = None  # why the file was skipped, when it was
 
     def as_dict(self) -> dict[str, Any]:
@@ -75,6 +78,8 @@ class FileResult:
             "rows_quarantined": self.rows_quarantined,
             "quarantined_by_reason": dict(self.quarantined_by_reason),
         }
+        if self.cells_imputed:
+            out["cells_imputed"] = dict(self.cells_imputed)
         if self.skipped:
             out["skipped"] = self.skipped
         return out
@@ -86,6 +91,7 @@ def ingest(
     output_uri: str,
     *,
     storage: Storage | None = None,
+    nonfinite: str = "quarantine",
 ) -> dict[str, Any]:
     """Ingest raw files into `output_uri` and return its manifest.
 
@@ -94,17 +100,25 @@ def ingest(
         inputs: files, directories (searched recursively) or glob patterns, local or S3.
         output_uri: the dataset's directory; replaced when the ingest succeeds.
         storage: where `inputs` and `output_uri` live.
+        nonfinite: what to do with NaN or infinity in a numeric column: `quarantine`
+            the row, or `impute` 0.0 and count it in the manifest (`cells_imputed`).
 
     Returns:
         The manifest, also written to `output_uri/_manifest.json`.
 
     Raises:
-        IngestError: a path matches no file, or a file lacks required columns.
+        IngestError: a path matches no file, a file lacks required columns, or a
+            column is text in one Parquet file and numeric in another.
     """
     import ray
 
+    if nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(
+            f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}"
+        )
     storage = storage or Storage()
     files = expand_inputs(inputs, storage)
+    check_parquet_types(files, adapter, storage)
     logger.info("ingesting %d file(s) into %s", len(files), output_uri)
 
     # Write every file into a staging directory beside the output.
@@ -113,7 +127,8 @@ def ingest(
     task = ray.remote(num_cpus=1)(_ingest_file)
     try:
         refs = [
-            task.remote(adapter, path, names[path], staging, storage) for path in files
+            task.remote(adapter, path, names[path], staging, storage, nonfinite)
+            for path in files
         ]
         results: list[FileResult] = ray.get(refs)
     except BaseException:
@@ -196,8 +211,19 @@ def _manifest(
     adapter: DatasetAdapter, results: list[FileResult], output_uri: str
 ) -> dict[str, Any]:
     by_reason: Counter = Counter()
+    imputed: Counter = Counter()
+    ranges: dict[str, list[float]] = {}
     for r in results:
         by_reason.update(r.quarantined_by_reason)
+        imputed.update(r.cells_imputed)
+        for col, (lo, hi) in r.ranges.items():
+            old = ranges.get(col, [lo, hi])
+            ranges[col] = [min(old[0], lo), max(old[1], hi)]
+    constant = sorted(col for col, (lo, hi) in ranges.items() if lo == hi)
+    if constant:
+        logger.warning(
+            "constant numeric columns (one value in every row): %s", constant
+        )
     manifest = {
         "dataset": adapter.name,
         "output": output_uri,
@@ -206,6 +232,8 @@ def _manifest(
         "rows_written": sum(r.rows_written for r in results),
         "rows_quarantined": sum(r.rows_quarantined for r in results),
         "quarantined_by_reason": dict(by_reason),
+        "cells_imputed": dict(imputed),
+        "constant_columns": constant,
         "partition_column": PARTITION_COLUMN,
         "files": [r.as_dict() for r in results],
     }
@@ -224,6 +252,7 @@ def _ingest_file(
     partition: str,
     staging: str,
     storage: Storage,
+    nonfinite: str = "quarantine",
 ) -> FileResult:
     """Stream one raw file into its partition; runs as a Ray task."""
     logging.basicConfig(level=logging.INFO)
@@ -243,12 +272,13 @@ def _ingest_file(
             writers.quarantine(faults)
             for fault in faults:
                 result.quarantined_by_reason[fault["reason"]] += 1
-            typed, bad = _type_batch(adapter, raw, lines, path)
+            typed, bad = _type_batch(adapter, raw, lines, path, nonfinite, result)
             writers.quarantine(bad)
             for row in bad:
                 result.quarantined_by_reason[row["reason"]] += 1
             writers.write(typed)
             result.rows_written += typed.num_rows
+            _update_ranges(result.ranges, typed, adapter)
     except _EmptyFile as empty:
         result.skipped = str(empty)
         logger.warning("%s: %s; skipped", path, empty)
@@ -416,8 +446,64 @@ def _parquet_batches(
         yield text, lines, []
 
 
+def _update_ranges(
+    ranges: dict[str, list[float]], typed: pa.Table, adapter: DatasetAdapter
+) -> None:
+    """Fold a batch's per-column minimum and maximum into `ranges`."""
+    if typed.num_rows == 0:
+        return
+    for col in adapter.numeric_features:
+        mm = pc.min_max(typed[col]).as_py()
+        old = ranges.get(col, [mm["min"], mm["max"]])
+        ranges[col] = [min(old[0], mm["min"]), max(old[1], mm["max"])]
+
+
+def check_parquet_types(
+    files: list[str], adapter: DatasetAdapter, storage: Storage
+) -> None:
+    """Stop when a column is text in one Parquet input and numeric in another.
+
+    Integer and floating-point types mix freely (integers are promoted).
+
+    Raises:
+        IngestError: naming the column, both files and both types.
+    """
+    seen: dict[str, tuple[str, pa.DataType]] = {}
+    for path in files:
+        if not path.lower().endswith(".parquet"):
+            continue
+        fs, fs_path = storage.filesystem(path)
+        schema = pq.read_schema(fs_path, filesystem=fs)
+        for field_ in schema:
+            name = field_.name.strip().lstrip("\ufeff")
+            if name not in adapter.column_names:
+                continue
+            kind = _type_kind(field_.type)
+            if name in seen and _type_kind(seen[name][1]) != kind:
+                first, first_type = seen[name]
+                raise IngestError(
+                    f"{path}: column {name!r} is {field_.type} here but {first_type} in "
+                    f"{first}. Write the column with one type in every file (numbers "
+                    "as numbers), or convert these files to CSV."
+                )
+            seen.setdefault(name, (path, field_.type))
+
+
+def _type_kind(dtype: pa.DataType) -> str:
+    if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
+        return "number"
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return "text"
+    return str(dtype)
+
+
 def _type_batch(
-    adapter: DatasetAdapter, raw: pa.Table, lines: np.ndarray, path: str
+    adapter: DatasetAdapter,
+    raw: pa.Table,
+    lines: np.ndarray,
+    path: str,
+    nonfinite: str = "quarantine",
+    result: FileResult | None = None,
 ) -> tuple[pa.Table, list[dict[str, Any]]]:
     """Parse a text batch by the schema; return typed good rows and quarantined rows."""
     n = raw.num_rows
@@ -454,11 +540,18 @@ def _type_batch(
                     f"column {c}: {t[i]!r} is not a base-{b} number"
                 ),
             )
-            flag(
-                ~bad & ~np.isfinite(values),
-                "nonfinite_number",
-                lambda i, c=col.name, t=text: f"column {c}: {t[i]!r} is not finite",
-            )
+            infinite = ~bad & ~np.isfinite(values)
+            if nonfinite == "impute" and infinite.any():
+                # TODO(iids): impute a training-split statistic (median) instead of 0.
+                values = np.where(infinite, 0.0, values)
+                if result is not None:
+                    result.cells_imputed[col.name] += int(infinite.sum())
+            else:
+                flag(
+                    infinite,
+                    "nonfinite_number",
+                    lambda i, c=col.name, t=text: f"column {c}: {t[i]!r} is not finite",
+                )
             columns[col.name] = pa.array(values, pa.float64())
         elif col.kind is Kind.LABEL:
             labels, unknown = _parse_labels(adapter, col.name, cells)

@@ -236,7 +236,8 @@ def _describe(value: Any) -> str:
             return "NaN"
         return "Infinity" if value > 0 else "-Infinity"
     if isinstance(value, int | float):
-        return f"number {value!r}"
+        text = repr(value)
+        return f"number {text if len(text) <= 40 else text[:37] + '...'}"
     if isinstance(value, list):
         return f"an array of {len(value)} item(s)"
     if isinstance(value, dict):
@@ -323,118 +324,58 @@ def _records_to_table(records: list[dict[str, Any]], schema: _Schema) -> pa.Tabl
     """
     n = len(records)
     known = set(schema.columns) | schema.ignored
-    problems: list[tuple[int, int, dict[str, str]]] = []  # (row, col order, item)
     order = {c: k for k, c in enumerate(schema.columns)}
+    problems: list[tuple[int, int, dict[str, str]]] = []  # (row, column order, item)
     numbers = {c: np.zeros(n, dtype=np.float64) for c in schema.numeric}
     texts: dict[str, list[tuple[int, str]]] = {c: [] for c in schema.numeric}
     categories: dict[str, list[str]] = {c: [""] * n for c in schema.categorical}
 
-    # Per record: presence, names and JSON types.
+    def report(i: int, col: str, kind: str, expected: str, found: str) -> None:
+        where = f"records[{i}].{col}"
+        problems.append(
+            (i, order.get(col, len(order)), _item(kind, where, expected, found))
+        )
+
+    # Per record: names, presence and JSON types.
     for i, record in enumerate(records):
-        for key in record:
-            if key not in known:
-                problems.append(
-                    (
-                        i,
-                        len(order),
-                        _item(
-                            "unknown_feature",
-                            f"records[{i}].{key}",
-                            f"only the dataset's raw columns (features: {schema.columns})",
-                            f"unknown column {key!r}",
-                        ),
-                    )
-                )
+        for key in sorted(record.keys() - known):
+            expected = f"only the dataset's raw columns (features: {schema.columns})"
+            report(i, key, "unknown_feature", expected, f"unknown column {key!r}")
         for col in schema.columns:
-            where = f"records[{i}].{col}"
             if col not in record:
-                problems.append(
-                    (
-                        i,
-                        order[col],
-                        _item("missing_feature", where, schema.expected(col), "none"),
-                    )
-                )
+                report(i, col, "missing_feature", schema.expected(col), "none")
                 continue
             value = record[col]
-            if col in schema.numeric:
-                if isinstance(value, str):
-                    texts[col].append((i, value))
-                elif isinstance(value, int | float) and not isinstance(value, bool):
-                    try:
-                        number = float(value)
-                    except OverflowError:
-                        number = math.inf
-                    if not math.isfinite(number):
-                        problems.append(
-                            (
-                                i,
-                                order[col],
-                                _item(
-                                    "non_finite",
-                                    where,
-                                    "a finite number",
-                                    _describe(value)
-                                    if isinstance(value, float)
-                                    else "a number too large for float64",
-                                ),
-                            )
-                        )
-                    numbers[col][i] = number
+            if col in numbers and isinstance(value, str):
+                texts[col].append((i, value))  # parsed below, per column
+            elif col in numbers:
+                number = _json_number(value)
+                if number is None:
+                    report(i, col, "wrong_type", schema.expected(col), _describe(value))
+                elif not math.isfinite(number):
+                    report(i, col, "non_finite", "a finite number", _describe(value))
                 else:
-                    problems.append(
-                        (
-                            i,
-                            order[col],
-                            _item(
-                                "wrong_type",
-                                where,
-                                schema.expected(col),
-                                _describe(value),
-                            ),
-                        )
-                    )
-            elif isinstance(value, str):
-                categories[col][i] = value
-            elif (
-                isinstance(value, int | float)
-                and not isinstance(value, bool)
-                and math.isfinite(value)
-            ):
-                categories[col][i] = (
-                    str(value) if isinstance(value, int) else repr(value)
-                )
+                    numbers[col][i] = number
             else:
-                problems.append(
-                    (
-                        i,
-                        order[col],
-                        _item(
-                            "wrong_type", where, schema.expected(col), _describe(value)
-                        ),
-                    )
-                )
+                text = _category_text(value)
+                if text is None:
+                    report(i, col, "wrong_type", schema.expected(col), _describe(value))
+                else:
+                    categories[col][i] = text
 
     # Numbers written as text: parsed per column in the column's base, as ingest does.
     for col, cells in texts.items():
         if not cells:
             continue
-        rows = [i for i, _ in cells]
-        parsed, bad = parse_numbers(
-            pa.array([s for _, s in cells], pa.string()), base=schema.numeric[col]
-        )
-        for k, i in enumerate(rows):
-            where = f"records[{i}].{col}"
+        cells_text = pa.array([text for _, text in cells], pa.string())
+        parsed, bad = parse_numbers(cells_text, base=schema.numeric[col])
+        for k, (i, text) in enumerate(cells):
             if bad[k]:
-                kind, expected = "wrong_type", schema.expected(col)
+                report(i, col, "wrong_type", schema.expected(col), _describe(text))
             elif not math.isfinite(parsed[k]):
-                kind, expected = "non_finite", "a finite number"
+                report(i, col, "non_finite", "a finite number", _describe(text))
             else:
                 numbers[col][i] = parsed[k]
-                continue
-            problems.append(
-                (i, order[col], _item(kind, where, expected, _describe(cells[k][1])))
-            )
 
     if problems:
         problems.sort(key=lambda p: (p[0], p[1]))
@@ -442,6 +383,26 @@ def _records_to_table(records: list[dict[str, Any]], schema: _Schema) -> pa.Tabl
     columns: dict[str, pa.Array] = {c: pa.array(v) for c, v in numbers.items()}
     columns.update({c: pa.array(v, pa.string()) for c, v in categories.items()})
     return pa.table(columns)
+
+
+def _json_number(value: Any) -> float | None:
+    """A JSON number as float (infinite when too large); None for other JSON types."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
+def _category_text(value: Any) -> str | None:
+    """A categorical cell as text (numbers in their shortest form); None if invalid."""
+    if isinstance(value, str):
+        return value
+    number = _json_number(value)
+    if number is None or not math.isfinite(number):
+        return None
+    return str(value) if isinstance(value, int) else repr(value)
 
 
 # -- scoring many requests at once ------------------------------------------------------
@@ -737,10 +698,11 @@ class OnlineScorer:
             raise RequestError.from_items(
                 400, [_item("malformed_json", "body", "valid JSON", found)]
             ) from None
-        except (UnicodeDecodeError, RecursionError) as exc:
+        except (ValueError, RecursionError) as exc:
+            # Not UTF-8, an integer of more than 4300 digits, nesting too deep.
             raise RequestError.from_items(
                 400,
-                [_item("malformed_json", "body", "UTF-8 JSON", type(exc).__name__)],
+                [_item("malformed_json", "body", "UTF-8 JSON", str(exc)[:120])],
             ) from None
 
         # Count before validating, so an oversized request costs little.
@@ -806,8 +768,10 @@ class OnlineScorer:
         }
         return JSONResponse(outcome.body, headers=headers)
 
-    def model_info(self, request: Request) -> JSONResponse:
-        """Answer `GET /v1/model`: version, classes and feature schema."""
+    def model_info(
+        self, request: Request, extra: dict[str, Any] | None = None
+    ) -> JSONResponse:
+        """Answer `GET /v1/model`: version, classes, feature schema (and `extra`)."""
         try:
             if self.model is None:
                 raise RequestError(503, "not_ready", "no model is loaded yet")
@@ -823,6 +787,7 @@ class OnlineScorer:
             "max_batch_size": self.settings.max_batch_size,
             "batch_wait_timeout_s": self.settings.batch_wait_timeout_s,
         }
+        info.update(extra or {})
         return JSONResponse(info)
 
     def readiness(self) -> JSONResponse:
@@ -843,6 +808,16 @@ def _loc(parts: tuple[Any, ...]) -> str:
     return out or "body"
 
 
+_PYDANTIC_EXPECTED = {
+    "missing": "this required field",
+    "dict_type": "an object mapping column names to values",
+    "list_type": "an array of records",
+    "too_short": "at least 1 record",
+    "bool_type": "a boolean (true or false)",
+    "bool_parsing": "a boolean (true or false)",
+}
+
+
 def _pydantic_items(exc: ValidationError, data: Any) -> list[dict[str, str]]:
     """Pydantic's errors as error items naming the field."""
     items = []
@@ -853,7 +828,8 @@ def _pydantic_items(exc: ValidationError, data: Any) -> list[dict[str, str]]:
         elif err["type"] == "model_type" and not err["loc"]:
             expected, found = 'an object like {"records": [...]}', _describe(data)
         else:
-            expected, found = err["msg"].lower(), _describe(err.get("input"))
+            expected = _PYDANTIC_EXPECTED.get(err["type"], err["msg"].lower())
+            found = _describe(err.get("input"))
         items.append(_item("invalid_body", where, expected, found))
     return items
 
@@ -867,7 +843,7 @@ def _install_error_handlers(api: FastAPI) -> None:
             _item(
                 "invalid_query",
                 _loc(tuple(err["loc"])),
-                err["msg"].lower(),
+                _PYDANTIC_EXPECTED.get(err["type"], err["msg"].lower()),
                 _describe(err.get("input")),
             )
             for err in exc.errors()
@@ -966,7 +942,8 @@ class Detector:
     async def model(self, request: Request) -> JSONResponse:
         if self._online is None:
             return JSONResponse({"ready": False}, status_code=503)
-        return self._online.model_info(request)
+        replica = serve.get_replica_context().replica_id.unique_id
+        return self._online.model_info(request, {"replica": replica})
 
     @_serve_api.post(
         API_PREFIX + "/predict",

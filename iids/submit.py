@@ -118,12 +118,15 @@ class ScoreJobConfig(_Strict):
     num_actors: int = Field(1, ge=1, description="scoring actors")
     threads_per_actor: int = Field(1, ge=1, description="torch threads per actor")
 
-    @field_validator("day")
+    @field_validator("day", mode="before")
     @classmethod
-    def _iso_day(cls, value: str | None) -> str | None:
-        if value is not None:
+    def _iso_day(cls, value: object) -> object:
+        # YAML reads an unquoted 2026-01-31 as a date.
+        if isinstance(value, dt.date):
+            return value.isoformat()
+        if isinstance(value, str):
             try:
-                dt.date.fromisoformat(value)
+                dt.datetime.strptime(value, "%Y-%m-%d")
             except ValueError:
                 raise ValueError(
                     f"expected a day as YYYY-MM-DD, e.g. 2026-01-31; found {value!r}"
@@ -189,7 +192,8 @@ def load_job_config(
     if path is not None:
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            # PyYAML raises ValueError for a date that does not exist (2026-13-01).
             raise ConfigError(f"{source}: cannot read the config: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigError(
@@ -345,7 +349,11 @@ def read_auth_token(token_file: str | Path) -> str:
         FileNotFoundError: no such file, or it is empty.
     """
     path = Path(token_file).expanduser()
-    token = path.read_text().strip() if path.is_file() else ""
+    try:
+        # Not `is_file()`: a shell's <(…) hands over a pipe.
+        token = path.read_text().strip()
+    except OSError:
+        token = ""
     if not token:
         raise FileNotFoundError(
             f"{path}: no Ray authentication token there; copy the cluster's token "

@@ -164,6 +164,9 @@ fi
   fi
   if ((WITH_RAY)); then
     echo "export RAY_ADDRESS=127.0.0.1:$RAY_PORT"
+    # Job clients (`iids submit`, `ray job submit`, `serve deploy`) prefer this one and
+    # talk to the dashboard directly instead of looking it up through RAY_ADDRESS.
+    echo "export RAY_API_SERVER_ADDRESS=http://127.0.0.1:$RAY_DASHBOARD_PORT"
     echo "export IIDS_RAY_DASHBOARD=http://127.0.0.1:$RAY_DASHBOARD_PORT"
   fi
 } | tee "$STATE/env.sh"

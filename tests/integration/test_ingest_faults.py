@@ -25,28 +25,9 @@ GOOD = "513,0,0,0,0,0,0,0,125,ATTACK,SPOOFING,GAS"
 BENIGN = "65,96,0,0,0,0,0,0,0,BENIGN,BENIGN,BENIGN"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_up(request):
-    """Ray for this module: the session's when tests/conftest.py starts one."""
-    import ray
-
-    try:
-        request.getfixturevalue("ray_session")
-        yield
-        return
-    except pytest.FixtureLookupError:
-        pass
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            num_cpus=2,
-            object_store_memory=1 << 30,
-            include_dashboard=False,
-            ignore_reinit_error=True,
-        )
-    yield
-    if started:
-        ray.shutdown()
+@pytest.fixture(autouse=True)
+def _ray(ray_session):
+    """Ingest runs its files as Ray tasks: the session's Ray."""
 
 
 def _write(path: Path, lines: list[str]) -> Path:
@@ -270,31 +251,68 @@ def test_plain_gzip_and_glob_inputs(tmp_path):
     )
 
 
-def test_parquet_inputs_with_numbers_and_strings_agree(tmp_path):
+def _parquet_inputs(tmp_path: Path, id_type: pa.DataType, data7_type: pa.DataType):
     import pyarrow.parquet as pq
 
     names = HEADER.split(",")
-    values = [int(v) for v in GOOD.split(",")[:9]]
-    labels = GOOD.split(",")[9:]
-    as_numbers = pa.table(
-        {n: pa.array([v], pa.int64()) for n, v in zip(names, values, strict=False)}
-        | {n: pa.array([v]) for n, v in zip(names[9:], labels, strict=True)}
+    cells = GOOD.split(",")
+    ints = pa.table(
+        {
+            n: pa.array([int(c)], pa.int64())
+            for n, c in zip(names[:9], cells, strict=False)
+        }
+        | {n: pa.array([c]) for n, c in zip(names[9:], cells[9:], strict=True)}
     )
-    as_text = pa.table(
-        {n: pa.array([str(c)]) for n, c in zip(names, GOOD.split(","), strict=True)}
-    )
+    other = ints.set_column(0, "ID", ints["ID"].cast(id_type))
+    other = other.set_column(8, "DATA_7", pa.array([cells[8]]).cast(data7_type))
     (tmp_path / "in").mkdir()
-    pq.write_table(as_numbers, tmp_path / "in" / "numbers.parquet")
-    pq.write_table(
-        as_text.cast(pa.schema([(n, pa.string()) for n in names])),
-        tmp_path / "in" / "text.parquet",
-    )
+    pq.write_table(ints, tmp_path / "in" / "a.parquet")
+    pq.write_table(other, tmp_path / "in" / "b.parquet")
+    return tmp_path / "in"
 
-    manifest, good, _ = _ingest(
-        get_adapter("ciciov2024"), [tmp_path / "in"], tmp_path / "out"
-    )
+
+def test_parquet_int_and_float_columns_are_promoted(tmp_path):
+    folder = _parquet_inputs(tmp_path, pa.float64(), pa.float32())
+    manifest, good, _ = _ingest(get_adapter("ciciov2024"), [folder], tmp_path / "out")
     assert manifest["rows_written"] == 2
-    assert manifest["rows_quarantined"] == 0
     rows = good.drop_columns(["source", "source_file"]).to_pylist()
     assert rows[0] == rows[1]
     assert rows[0]["DATA_7"] == 125.0
+
+
+def test_parquet_text_vs_number_column_is_an_error_naming_both(tmp_path):
+    folder = _parquet_inputs(tmp_path, pa.int64(), pa.string())
+    with pytest.raises(
+        IngestError,
+        match=r"b\.parquet: column 'DATA_7' is string here but int64 in .*a\.parquet",
+    ):
+        ingest(get_adapter("ciciov2024"), [str(folder)], str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_nonfinite_cells_can_be_imputed_instead(tmp_path):
+    src = _write(
+        tmp_path / "in" / "frames.csv",
+        [
+            HEADER,
+            GOOD,
+            GOOD.replace(",125,", ",inf,"),
+            BENIGN.replace("65,96", "65,NaN"),
+        ],
+    )
+    manifest = ingest(
+        get_adapter("ciciov2024"), [str(src)], str(tmp_path / "out"), nonfinite="impute"
+    )
+    assert manifest["rows_written"] == 3
+    assert manifest["rows_quarantined"] == 0
+    assert manifest["cells_imputed"] == {"DATA_7": 1, "DATA_0": 1}
+    with pytest.raises(ValueError, match="nonfinite must be one of"):
+        ingest(
+            get_adapter("ciciov2024"), [str(src)], str(tmp_path / "x"), nonfinite="drop"
+        )
+
+
+def test_constant_columns_are_reported(tmp_path):
+    src = _write(tmp_path / "in" / "frames.csv", [HEADER, GOOD, BENIGN])
+    manifest = ingest(get_adapter("ciciov2024"), [str(src)], str(tmp_path / "out"))
+    assert manifest["constant_columns"] == [f"DATA_{i}" for i in range(1, 7)]

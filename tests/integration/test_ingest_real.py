@@ -30,28 +30,9 @@ CIC_DIR = DATA_DIR / "ciciov2024" / "decimal"
 SAMPLE_ROWS = 2000  # per real CICIoV2024 file
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_up(request):
-    """Ray for this module: the session's when tests/conftest.py starts one."""
-    import ray
-
-    try:
-        request.getfixturevalue("ray_session")
-        yield
-        return
-    except pytest.FixtureLookupError:
-        pass
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            num_cpus=2,
-            object_store_memory=1 << 30,
-            include_dashboard=False,
-            ignore_reinit_error=True,
-        )
-    yield
-    if started:
-        ray.shutdown()
+@pytest.fixture(autouse=True)
+def _ray(ray_session):
+    """Ingest runs its files as Ray tasks: the session's Ray."""
 
 
 def _need(path: Path) -> None:

@@ -428,6 +428,7 @@ def test_model_update_without_downtime(server, bundles):
     statuses: list[int] = []
     versions: set[str] = set()
     stop = threading.Event()
+    replica = client.get("/v1/model", headers=AUTH).json()["replica"]
 
     def traffic() -> None:
         url = f"http://127.0.0.1:{server['port']}"
@@ -458,5 +459,6 @@ def test_model_update_without_downtime(server, bundles):
         _deploy(server["user_config"])  # back to the first bundle for other tests
 
     assert info["model_version"] == new
+    assert info["replica"] == replica  # reconfigured in place, not replaced
     assert statuses and set(statuses) == {200}
     assert versions == {old, new}
