@@ -82,6 +82,12 @@ def ingest(
     encoding: Annotated[
         str, typer.Option(help="CICIoV2024 encoding: decimal | hex | binary")
     ] = "decimal",
+    schema: Annotated[
+        Path | None, typer.Option(help="YAML schema of a generic dataset")
+    ] = None,
+    nonfinite: Annotated[
+        str, typer.Option(help="NaN/inf in a numeric column: quarantine | impute (0.0)")
+    ] = "quarantine",
     json_out: JsonOut = None,
 ) -> None:
     """Ingest raw CSV/Parquet into partitioned Parquet, quarantining bad rows."""
@@ -89,7 +95,7 @@ def ingest(
     from iids.ingest import ingest as run_ingest
 
     try:
-        adapter = get_adapter(dataset, encoding=encoding)
+        adapter = get_adapter(dataset, encoding=encoding, schema=schema)
         _ray()
         manifest = run_ingest(
             adapter, input, output, storage=storage_from_env(), nonfinite=nonfinite
