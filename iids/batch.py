@@ -22,12 +22,14 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from iids.data import dataset_files, read_dataset
+from iids.ingest import parse_day
 from iids.scoring import DEFAULT_BATCH_SIZE, Scorer
 from iids.storage import Storage, join
 
 logger = logging.getLogger(__name__)
 
 SUCCESS = "_SUCCESS"
+SUMMARY_MD = "_summary.md"
 PREDICTION_COLUMNS = (
     "row_key",
     "predicted_class",
@@ -86,6 +88,7 @@ def score_dataset(
     num_actors: int = 1,
     threads_per_actor: int = 1,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    alert_attack_share: float | None = None,
 ) -> dict[str, Any]:
     """Score stored rows with a bundle and publish the predictions once.
 
@@ -99,9 +102,12 @@ def score_dataset(
         threads_per_actor: torch threads per actor; keep actors x threads below the
             cluster's CPUs so reads and writes still get a core.
         batch_size: rows per model call.
+        alert_attack_share: when the share of rows predicted as attacks exceeds this,
+            the summary's `alert` says so (the predictions are still published).
 
     Returns:
-        The run's summary, also written as the `_SUCCESS` manifest.
+        The run's summary, also written as the `_SUCCESS` manifest and, beside it, as
+        `_summary.md`.
 
     Raises:
         FileNotFoundError: no such input, partition or bundle.
@@ -110,7 +116,7 @@ def score_dataset(
     import ray.data
 
     storage = storage or Storage()
-    partition = f"day={day}" if day else None
+    partition = f"day={parse_day(day)}" if day else None
     target = join(output_uri, partition) if partition else output_uri
     started = time.perf_counter()
     scored_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -171,9 +177,18 @@ def score_dataset(
         "seconds": round(elapsed, 2),
         "rows_per_s": rows_in / elapsed if elapsed > 0 else None,
         "input_files": len(files),
+        "input_fingerprint": _fingerprint(files, storage, input_uri),
         "scored_at": scored_at,
+        "alert": None,
     }
+    if alert_attack_share is not None and summary["attack_share"] > alert_attack_share:
+        summary["alert"] = (
+            f"ALERT: {summary['attack_share']:.2%} of {rows_in:,} rows predicted as attacks "
+            f"(threshold {alert_attack_share:.2%}) in {partition or input_uri}"
+        )
+        logger.warning(summary["alert"])
     # Publish: the manifest goes in last, then the directory replaces the old output.
+    storage.write_bytes(join(staging, SUMMARY_MD), summary_markdown(summary).encode())
     storage.write_json(join(staging, SUCCESS), summary)
     storage.move_dir(staging, target)
     logger.info(
@@ -184,3 +199,38 @@ def score_dataset(
         target,
     )
     return summary
+
+
+def _fingerprint(files: list[str], storage: Storage, input_uri: str) -> str:
+    """A digest of the input files' names, sizes and modification times."""
+    import hashlib
+
+    fs, _ = storage.filesystem(input_uri)
+    digest = hashlib.sha256()
+    for info in fs.get_file_info(files):
+        digest.update(f"{info.path}|{info.size}|{info.mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """The night's summary for people: rows per class, attack share, throughput."""
+    lines = [
+        f"# Scoring summary: {summary['partition'] or summary['input']}",
+        "",
+        f"Model version `{summary['model_version']}`, scored at {summary['scored_at']}.",
+        "",
+    ]
+    if summary.get("alert"):
+        lines += [f"**{summary['alert']}**", ""]
+    lines += [
+        f"{summary['rows_in']:,} rows in, {summary['rows_scored']:,} scored, "
+        f"{summary['rows_quarantined']:,} quarantined; attack share "
+        f"{summary['attack_share']:.2%}; {summary['rows_per_s'] or 0:,.0f} rows/s.",
+        "",
+        "| predicted class | rows |",
+        "|---|---:|",
+    ]
+    lines += [
+        f"| {name} | {count:,} |" for name, count in summary["rows_per_class"].items()
+    ]
+    return "\n".join(lines) + "\n"

@@ -88,6 +88,9 @@ def ingest(
     nonfinite: Annotated[
         str, typer.Option(help="NaN/inf in a numeric column: quarantine | impute (0.0)")
     ] = "quarantine",
+    day: Annotated[
+        str | None, typer.Option(help="write into (only) the day=YYYY-MM-DD partition")
+    ] = None,
     json_out: JsonOut = None,
 ) -> None:
     """Ingest raw CSV/Parquet into partitioned Parquet, quarantining bad rows."""
@@ -98,7 +101,12 @@ def ingest(
         adapter = get_adapter(dataset, encoding=encoding, schema=schema)
         _ray()
         manifest = run_ingest(
-            adapter, input, output, storage=storage_from_env(), nonfinite=nonfinite
+            adapter,
+            input,
+            output,
+            storage=storage_from_env(),
+            nonfinite=nonfinite,
+            day=day,
         )
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         _fail(exc)
@@ -222,6 +230,10 @@ def score(
     ] = None,
     actors: Annotated[int, typer.Option(help="scoring actors")] = 1,
     threads: Annotated[int, typer.Option(help="torch threads per actor")] = 1,
+    alert_attack_share: Annotated[
+        float | None,
+        typer.Option(help="exit 3 with an alert line above this share of attacks"),
+    ] = None,
     json_out: JsonOut = None,
 ) -> None:
     """Batch-score stored rows with Ray Data; publish predictions exactly once."""
@@ -237,6 +249,7 @@ def score(
             storage=storage_from_env(),
             num_actors=actors,
             threads_per_actor=threads,
+            alert_attack_share=alert_attack_share,
         )
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         _fail(exc)
@@ -249,6 +262,9 @@ def score(
         f"-> {summary['output']}"
     )
     _emit(summary, json_out)
+    if summary["alert"]:
+        console.print(f"[bold red]{summary['alert']}[/]", highlight=False)
+        raise typer.Exit(3)
 
 
 @app.command()

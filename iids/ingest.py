@@ -92,6 +92,7 @@ def ingest(
     *,
     storage: Storage | None = None,
     nonfinite: str = "quarantine",
+    day: str | None = None,
 ) -> dict[str, Any]:
     """Ingest raw files into `output_uri` and return its manifest.
 
@@ -102,6 +103,8 @@ def ingest(
         storage: where `inputs` and `output_uri` live.
         nonfinite: what to do with NaN or infinity in a numeric column: `quarantine`
             the row, or `impute` 0.0 and count it in the manifest (`cells_imputed`).
+        day: `YYYY-MM-DD`: write into (and replace only) the `day=YYYY-MM-DD`
+            partition of `output_uri`, as nightly log exports are stored.
 
     Returns:
         The manifest, also written to `output_uri/_manifest.json`.
@@ -117,6 +120,8 @@ def ingest(
             f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}"
         )
     storage = storage or Storage()
+    if day is not None:
+        output_uri = join(output_uri, f"day={parse_day(day)}")
     files = expand_inputs(inputs, storage)
     check_parquet_types(files, adapter, storage)
     logger.info("ingesting %d file(s) into %s", len(files), output_uri)
@@ -147,6 +152,20 @@ def ingest(
         manifest["quarantined_by_reason"] or "",
     )
     return manifest
+
+
+def parse_day(day: str) -> str:
+    """Check a `YYYY-MM-DD` day and return it.
+
+    Raises:
+        ValueError: not a calendar day in that form.
+    """
+    try:
+        return dt.date.fromisoformat(day).isoformat()
+    except ValueError:
+        raise ValueError(
+            f"day must be a date written YYYY-MM-DD, got {day!r}"
+        ) from None
 
 
 def expand_inputs(inputs: list[str], storage: Storage) -> list[str]:

@@ -25,6 +25,7 @@ import datetime as dt
 import ipaddress
 import logging
 import shlex
+import time
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -74,6 +75,8 @@ _NEVER_PIP = ("ray",)
 EXIT_CODES: dict[str, int] = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 2}
 
 _DEFAULT_TOKEN_FILE = Path("~/.ray/auth_token")
+#: What Ray's job server answers while no agent can take a job yet.
+_NO_AGENT = "No available agent to submit job"
 
 
 # -- job configs ------------------------------------------------------------------------
@@ -398,6 +401,7 @@ def submit(
     entrypoint_num_cpus: float | None = None,
     project_root: str | Path | None = None,
     write: Callable[[str], Any] | None = None,
+    agent_wait_s: float = 120.0,
 ) -> SubmitResult:
     """Submit a `jobs/` entry point to a Ray cluster as a Ray Job.
 
@@ -416,6 +420,7 @@ def submit(
         entrypoint_num_cpus: CPUs reserved for the driver process.
         project_root: the source checkout (default: the one holding this package).
         write: where followed logs go (default: the module logger).
+        agent_wait_s: how long to retry while a new head has no job agent yet.
 
     Returns:
         The job id, and when followed its final status and exit code
@@ -460,15 +465,25 @@ def submit(
             resolved,
             address,
         )
-    try:
-        job_id = client.submit_job(
-            entrypoint=entrypoint,
-            runtime_env=runtime_env,
-            metadata={"iids_job": kind, "iids_config": config_rel},
-            entrypoint_num_cpus=entrypoint_num_cpus,
-        )
-    except RuntimeError as exc:
-        raise RuntimeError(f"{resolved}: the cluster refused the job: {exc}") from exc
+    # A head that has just started answers before its agent takes jobs: retry that.
+    deadline = time.monotonic() + agent_wait_s
+    while True:
+        try:
+            job_id = client.submit_job(
+                entrypoint=entrypoint,
+                runtime_env=runtime_env,
+                metadata={"iids_job": kind, "iids_config": config_rel},
+                entrypoint_num_cpus=entrypoint_num_cpus,
+            )
+            break
+        except RuntimeError as exc:
+            if _NO_AGENT in str(exc) and time.monotonic() < deadline:
+                logger.info("the job server has no agent yet; retrying")
+                time.sleep(2.0)
+                continue
+            raise RuntimeError(
+                f"{resolved}: the cluster refused the job: {exc}"
+            ) from exc
     logger.info("submitted %s job %s to %s: %s", kind, job_id, resolved, entrypoint)
     if not follow:
         return SubmitResult(job_id, resolved, entrypoint, None, 0)

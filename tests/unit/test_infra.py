@@ -388,5 +388,11 @@ def test_local_start_runs_seaweedfs_on_loopback_and_exports_settings():
     assert 'weed" mini -dir=' in text
     assert "-ip=127.0.0.1 -ip.bind=127.0.0.1" in text
     assert 'ray" start --head' in text
-    for name in ("IIDS_S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+    for name in (
+        "IIDS_S3_ENDPOINT",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "RAY_ADDRESS",
+        "RAY_API_SERVER_ADDRESS",
+    ):
         assert f"export {name}=" in text

@@ -6,22 +6,9 @@ import torch
 from iids.bundle import load_bundle, new_version, save_bundle
 from iids.datasets import DatasetAdapter, get_adapter
 from iids.model import HybridConfig, HybridIDS
-from iids.preprocess import FeatureError, Preprocessor
+from iids.preprocess import FeatureError
 from iids.train import encode_labels
-from tests.builders import can_rows
-
-
-def _preprocessor(rows: pa.Table) -> Preprocessor:
-    adapter = get_adapter("ciciov2024")
-    columns = adapter.numeric_features
-    matrix = np.column_stack([rows[c].to_numpy() for c in columns])
-    return Preprocessor(
-        numeric=columns,
-        means=matrix.mean(axis=0).tolist(),
-        stds=matrix.std(axis=0).tolist(),
-        bases=[10] * len(columns),
-        integer=columns,
-    )
+from tests.builders import can_rows, fitted_preprocessor
 
 
 def test_label_codes_follow_task_class_order():
@@ -52,7 +39,7 @@ def test_adapter_round_trips_through_json():
 
 def test_bundle_round_trip_keeps_label_map_and_predictions(tmp_path):
     rows = can_rows(300)
-    pre = _preprocessor(rows)
+    pre = fitted_preprocessor(rows)
     torch.manual_seed(0)
     model = HybridIDS(pre.num_features, 6, HybridConfig()).eval()
     adapter = get_adapter("ciciov2024")
@@ -89,7 +76,7 @@ def test_loading_a_non_bundle_says_what_is_missing(tmp_path):
 
 def test_scaling_and_text_input_give_the_same_features():
     rows = can_rows(50)
-    pre = _preprocessor(rows)
+    pre = fitted_preprocessor(rows)
     X = pre.transform(rows)
     np.testing.assert_allclose(X.mean(axis=0), 0.0, atol=1e-5)
     as_text = pa.table(
@@ -100,7 +87,7 @@ def test_scaling_and_text_input_give_the_same_features():
 
 def test_missing_column_and_non_finite_value_are_named():
     rows = can_rows(10)
-    pre = _preprocessor(rows)
+    pre = fitted_preprocessor(rows)
     with pytest.raises(FeatureError, match=r"missing feature column\(s\) \['DATA_7'\]"):
         pre.transform(rows.drop_columns(["DATA_7"]))
     bad = rows.set_column(3, "DATA_2", pa.array([1.0] * 9 + [float("nan")]))
@@ -112,7 +99,7 @@ def test_missing_column_and_non_finite_value_are_named():
 
 def test_snap_rounds_whole_number_columns_in_raw_units():
     rows = can_rows(40)
-    pre = _preprocessor(rows)
+    pre = fitted_preprocessor(rows)
     X = pre.transform(rows)
     mixed = (0.3 * X[:10] + 0.7 * X[10:20]).astype(np.float32)
     pre.snap(mixed)
