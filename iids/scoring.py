@@ -20,6 +20,29 @@ logger = logging.getLogger(__name__)
 DEFAULT_BATCH_SIZE = 4096
 
 
+def predict_proba(
+    model: torch.nn.Module, features: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE
+) -> np.ndarray:
+    """Class probabilities of a model in eval mode, batch by batch.
+
+    Args:
+        model: a classifier returning logits (B, C).
+        features: float32, shape (N, F).
+        batch_size: rows per forward pass.
+
+    Returns:
+        float32 probabilities, shape (N, C).
+    """
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, len(features), batch_size):
+            logits = model(torch.from_numpy(features[start : start + batch_size]))
+            chunks.append(torch.softmax(logits, dim=1).numpy())  # (B, C)
+    if not chunks:
+        return np.empty((0, model.num_classes), dtype=np.float32)
+    return np.concatenate(chunks)
+
+
 class Scorer:
     """Scores raw rows with a loaded bundle.
 
@@ -68,13 +91,7 @@ class Scorer:
         Returns:
             float32 probabilities, shape (N, C); each row sums to 1.
         """
-        out = np.empty((len(features), len(self.classes)), dtype=np.float32)
-        with torch.inference_mode():
-            for start in range(0, len(features), self.batch_size):
-                chunk = torch.from_numpy(features[start : start + self.batch_size])
-                logits = self.model(chunk)  # (B, C)
-                out[start : start + len(chunk)] = torch.softmax(logits, dim=1).numpy()
-        return out
+        return predict_proba(self.model, features, self.batch_size)
 
     def score(self, rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
         """Score raw rows.

@@ -41,6 +41,7 @@ from iids.evaluate import (
 from iids.ingest import KEY_COLUMNS
 from iids.model import HybridIDS
 from iids.preprocess import Preprocessor
+from iids.scoring import predict_proba
 from iids.smote import balance
 from iids.split import PROTOCOLS, split_rows
 from iids.storage import Storage, join
@@ -234,13 +235,13 @@ def run_protocol(
     model = HybridIDS(preprocessor.num_features, len(classes), settings.model.build())
     model.load_state_dict(best_state)
     model.eval()
-    proba = _predict(model, X_test)
+    proba = predict_proba(model, X_test)
     negative = adapter.negative_class[task.name]
     metrics = classification_metrics(
         y_test, proba.argmax(axis=1), proba, classes, negative
     )
     metrics["latency_us_per_row"] = latency_us_per_row(
-        lambda b: _predict(model, b), X_test
+        lambda b: predict_proba(model, b), X_test
     )
     baseline = None
     if settings.baseline:
@@ -424,18 +425,6 @@ def _write_split(rows: pa.Table, uri: str, storage: Storage) -> None:
     fs.create_dir(staging, recursive=True)
     pq.write_table(rows, f"{staging}/part-0000.parquet", filesystem=fs)
     storage.move_dir(("s3://" + staging) if uri.startswith("s3://") else staging, uri)
-
-
-def _predict(model: HybridIDS, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """Class probabilities of a feature matrix, (N, C)."""
-    import torch
-
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(X), batch_size):
-            logits = model(torch.from_numpy(X[start : start + batch_size]))
-            out.append(torch.softmax(logits, dim=1).numpy())
-    return np.concatenate(out) if out else np.empty((0, model.num_classes), np.float32)
 
 
 # -- Ray Train ------------------------------------------------------------------------
