@@ -173,6 +173,12 @@ class ErrorBody(BaseModel):
     error_count: int = 0
 
 
+class ErrorResponse(BaseModel):
+    """What every refused request gets back."""
+
+    error: ErrorBody
+
+
 class RequestError(Exception):
     """A request the endpoint refuses, with its HTTP status and what is wrong.
 
@@ -660,6 +666,9 @@ class OnlineScorer:
 
     async def read_body(self, request: Request) -> bytes:
         """The request body, refused with 413 beyond `max_body_bytes`."""
+        # TODO(iids): on Ray Serve the proxy has received the whole body before the
+        # replica sees it; bound body size in front of the proxy (ingress, load
+        # balancer) too, so a hostile client cannot make the proxy buffer gigabytes.
         limit = self.settings.max_body_bytes
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
@@ -859,10 +868,10 @@ _PREDICT_DOC: dict[str, Any] = {
 }
 _PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": PredictResponse},
-    400: {"description": "malformed JSON"},
-    401: {"description": "missing or wrong bearer token"},
-    413: {"description": "body or record count over the limit"},
-    422: {"description": "a record does not fit the feature schema"},
+    400: {"model": ErrorResponse, "description": "malformed JSON"},
+    401: {"model": ErrorResponse, "description": "missing or wrong bearer token"},
+    413: {"model": ErrorResponse, "description": "body or record count over limit"},
+    422: {"model": ErrorResponse, "description": "a record does not fit the schema"},
 }
 ScoresFlag = Query(None, description="also return every class's score")
 

@@ -462,3 +462,46 @@ def test_model_update_without_downtime(server, bundles):
     assert info["replica"] == replica  # reconfigured in place, not replaced
     assert statuses and set(statuses) == {200}
     assert versions == {old, new}
+
+
+# -- the same endpoint without Ray, and token settings ----------------------------------
+
+
+def test_plain_app_is_open_without_a_token(bundles, monkeypatch):
+    """No token configured: no authentication; same answers as the scoring core."""
+    from iids.serving import create_plain_app
+
+    monkeypatch.delenv("IIDS_SERVE_TOKEN", raising=False)
+    monkeypatch.delenv("IIDS_SERVE_TOKEN_FILE", raising=False)
+    rows = can_rows(12, seed=2)
+    app = create_plain_app({"model_uri": bundles[0]})
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            return await http.post("/v1/predict", json={"records": _records(rows)})
+
+    response = asyncio.run(call())
+    assert response.status_code == 200
+    scorer = Scorer.from_uri(bundles[0])
+    codes, _ = scorer.score(rows)
+    served = [p["class"] for p in response.json()["predictions"]]
+    assert served == [scorer.classes[c] for c in codes]
+
+
+def test_token_from_environment(monkeypatch, tmp_path):
+    from iids.config import serve_token
+
+    monkeypatch.delenv("IIDS_SERVE_TOKEN_FILE", raising=False)
+    monkeypatch.setenv("IIDS_SERVE_TOKEN", "from-env")
+    assert serve_token() == "from-env"
+
+    monkeypatch.delenv("IIDS_SERVE_TOKEN")
+    secret = tmp_path / "token"
+    secret.write_text("from-file\n")
+    monkeypatch.setenv("IIDS_SERVE_TOKEN_FILE", str(secret))
+    assert serve_token() == "from-file"
+
+    secret.write_text("  \n")
+    with pytest.raises(ValueError, match="expected a token, found an empty file"):
+        serve_token()
