@@ -14,7 +14,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any
 from urllib.parse import urlparse
@@ -35,10 +35,30 @@ class Storage:
     Attributes:
         endpoint_override: `http://host:port` of an S3-compatible store, or None for AWS.
         region: the S3 region, or None for the SDK's default.
+        connect_timeout_s: how long to wait for a connection to the store.
+        request_timeout_s: how long to wait for a reply to one request.
+        max_attempts: tries per request, the first included, before an error.
     """
 
     endpoint_override: str | None = None
     region: str | None = None
+    connect_timeout_s: float = 10.0
+    request_timeout_s: float = 60.0
+    max_attempts: int = 3
+
+    def __post_init__(self) -> None:
+        if self.connect_timeout_s <= 0 or self.request_timeout_s <= 0:
+            raise ValueError(
+                "connect_timeout_s and request_timeout_s must be > 0 seconds, got "
+                f"{self.connect_timeout_s} and {self.request_timeout_s}"
+            )
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Ray ships a Storage to its workers: leave the clients behind (a boto3 client
+        # cannot be pickled) and let each process build its own from its environment.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     # -- building the two clients ------------------------------------------------------
 
@@ -51,6 +71,9 @@ class Storage:
             kwargs["scheme"] = parsed.scheme or "http"
         if self.region:
             kwargs["region"] = self.region
+        kwargs["connect_timeout"] = self.connect_timeout_s
+        kwargs["request_timeout"] = self.request_timeout_s
+        kwargs["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(self.max_attempts)
         key, secret = (
             os.environ.get("AWS_ACCESS_KEY_ID"),
             os.environ.get("AWS_SECRET_ACCESS_KEY"),
@@ -64,9 +87,20 @@ class Storage:
     def s3_client(self) -> Any:
         """A boto3 S3 client with this configuration's endpoint and region."""
         import boto3
+        from botocore.config import Config
 
-        return boto3.client(
-            "s3", endpoint_url=self.endpoint_override, region_name=self.region
+        config = Config(
+            connect_timeout=self.connect_timeout_s,
+            read_timeout=self.request_timeout_s,
+            retries={"max_attempts": self.max_attempts, "mode": "standard"},
+        )
+        # A session of its own resolves the credentials now, as the pyarrow filesystem
+        # does; boto3's shared default session keeps the first ones it found.
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint_override,
+            region_name=self.region,
+            config=config,
         )
 
     def filesystem(self, uri: str) -> tuple[pafs.FileSystem, str]:

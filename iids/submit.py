@@ -120,6 +120,9 @@ class ScoreJobConfig(_Strict):
     day: str | None = Field(None, description="YYYY-MM-DD; default: yesterday (UTC)")
     num_actors: int = Field(1, ge=1, description="scoring actors")
     threads_per_actor: int = Field(1, ge=1, description="torch threads per actor")
+    alert_attack_share: float | None = Field(
+        None, ge=0.0, le=1.0, description="exit 3 with an alert above this attack share"
+    )
 
     @field_validator("day", mode="before")
     @classmethod

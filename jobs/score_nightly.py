@@ -31,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--day", help="YYYY-MM-DD (default: yesterday, UTC)")
     parser.add_argument("--actors", type=int, help="scoring actors")
     parser.add_argument("--threads", type=int, help="torch threads per actor")
+    parser.add_argument(
+        "--alert-attack-share",
+        type=float,
+        help="exit 3 with an alert line when more rows than this share are attacks",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
@@ -46,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             day=args.day,
             num_actors=args.actors,
             threads_per_actor=args.threads,
+            alert_attack_share=args.alert_attack_share,
         )
         require(job, args.config, "--model/--input/--output")
     except ConfigError as exc:
@@ -66,8 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         storage=storage_from_env(),
         num_actors=job.num_actors,
         threads_per_actor=job.threads_per_actor,
+        alert_attack_share=job.alert_attack_share,
     )
     logger.info("summary %s", json.dumps(summary, default=str))
+    if summary["alert"]:
+        logger.error("%s", summary["alert"])
+        return 3
     return 0
 
 
