@@ -24,7 +24,9 @@ def dataset_files(
     """
     fs, root = storage.filesystem(uri)
     if fs.get_file_info(root).type == pafs.FileType.NotFound:
-        raise FileNotFoundError(f"{uri}: no such dataset")
+        raise FileNotFoundError(
+            f"{uri}: no such dataset. Ingest raw files there first (`iids ingest`)."
+        )
     base = f"{root}/{partition}" if partition else root
     if fs.get_file_info(base).type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"{uri}: no partition {partition!r}")

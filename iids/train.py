@@ -141,6 +141,7 @@ def load_labelled(
     """The adapter, the task, the typed rows the model needs and their class codes."""
     adapter = get_adapter(settings.dataset, encoding=settings.encoding)
     task = adapter.task(settings.task)
+    _check_ingested_as(data_uri, adapter.name, storage)
     wanted = [
         *adapter.numeric_features,
         *adapter.categorical_features,
@@ -400,6 +401,20 @@ def train(
         test_uri = join(splits_uri, "test")
         _write_split(main.test_rows, test_uri, storage)
     return TrainOutcome(bundle_uri, report, test_uri)
+
+
+def _check_ingested_as(uri: str, dataset: str, storage: Storage) -> None:
+    """Refuse a dataset that was ingested with another adapter (per its manifest)."""
+    from iids.ingest import MANIFEST
+
+    if not storage.exists(join(uri, MANIFEST)):
+        return  # day-partitioned stores keep one manifest per day
+    ingested = storage.read_json(join(uri, MANIFEST)).get("dataset")
+    if ingested and ingested != dataset:
+        raise ValueError(
+            f"{uri} was ingested as dataset {ingested!r}, but training was asked for "
+            f"{dataset!r}; pass --dataset {ingested} (or a config with that dataset)"
+        )
 
 
 def _load(uri: str, storage: Storage, columns: list[str]) -> pa.Table:

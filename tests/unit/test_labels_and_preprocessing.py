@@ -105,3 +105,15 @@ def test_snap_rounds_whole_number_columns_in_raw_units():
     pre.snap(mixed)
     raw = mixed * np.asarray(pre.stds) + np.asarray(pre.means)
     np.testing.assert_allclose(raw, np.rint(raw), atol=1e-3)
+
+
+def test_training_refuses_data_ingested_as_another_dataset(tmp_path):
+    from iids.storage import Storage
+    from iids.train import _check_ingested_as
+
+    (tmp_path / "_manifest.json").write_text('{"dataset": "edge-iiotset"}')
+    with pytest.raises(
+        ValueError, match="ingested as dataset 'edge-iiotset'.*--dataset"
+    ):
+        _check_ingested_as(str(tmp_path), "ciciov2024", Storage())
+    _check_ingested_as(str(tmp_path), "edge-iiotset", Storage())
