@@ -113,7 +113,7 @@ def test_training_refuses_data_ingested_as_another_dataset(tmp_path):
 
     (tmp_path / "_manifest.json").write_text('{"dataset": "edge-iiotset"}')
     with pytest.raises(
-        ValueError, match="ingested as dataset 'edge-iiotset'.*--dataset"
+        ValueError, match=r"ingested as dataset 'edge-iiotset'.*--dataset"
     ):
         _check_ingested_as(str(tmp_path), "ciciov2024", Storage())
     _check_ingested_as(str(tmp_path), "edge-iiotset", Storage())
