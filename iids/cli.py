@@ -129,6 +129,9 @@ def train(
     data: Annotated[str, typer.Option(help="an ingested dataset (iids ingest output)")],
     output: Annotated[str, typer.Option(help="where model bundles are written")],
     dataset: Annotated[str | None, typer.Option(help="dataset name")] = None,
+    schema: Annotated[
+        Path | None, typer.Option(help="YAML schema of a generic dataset")
+    ] = None,
     task: Annotated[
         str | None, typer.Option(help="task name (dataset default if unset)")
     ] = None,
@@ -152,6 +155,7 @@ def train(
         settings = load_train_settings(
             config,
             dataset=dataset,
+            schema_file=str(schema) if schema else None,
             task=task,
             protocol=protocol,
             num_workers=workers,

@@ -15,6 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from iids.datasets import DatasetAdapter, get_adapter
 from iids.model import HybridConfig
 from iids.smote import SamplingConfig
 from iids.storage import Storage
@@ -72,6 +73,9 @@ class TrainSettings(_Strict):
 
     dataset: str = "ciciov2024"
     encoding: Literal["decimal", "hex", "binary"] = "decimal"
+    schema_file: str | None = Field(
+        None, description="YAML schema of a generic dataset (dataset: generic)"
+    )
     task: str | None = None
     protocol: Literal["honest", "paper"] = "honest"
     compare_protocols: bool = Field(
@@ -102,6 +106,12 @@ class TrainSettings(_Strict):
     )
     model: ModelSettings = Field(default_factory=ModelSettings)
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)
+
+    def adapter(self) -> DatasetAdapter:
+        """The dataset adapter these settings name (raises ValueError if unknown)."""
+        return get_adapter(
+            self.dataset, encoding=self.encoding, schema=self.schema_file
+        )
 
     def per_worker_batch(self) -> int:
         return max(1, self.batch_size // self.num_workers)

@@ -14,7 +14,6 @@ from typing import Any
 
 from iids.batch import score_dataset
 from iids.config import TrainSettings
-from iids.datasets import get_adapter
 from iids.ingest import ingest
 from iids.storage import Storage, join
 from iids.train import train
@@ -53,7 +52,7 @@ def quickstart(
 
     # 1. Ingest raw files into partitioned Parquet.
     t = time.perf_counter()
-    adapter = get_adapter(settings.dataset, encoding=settings.encoding)
+    adapter = settings.adapter()
     data_uri = join(output_dir, "data")
     manifest = ingest(adapter, [data], data_uri, storage=storage)
     steps["ingest_s"] = time.perf_counter() - t

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from iids.bundle import new_version, save_bundle
 from iids.config import TrainSettings
 from iids.data import read_dataset
-from iids.datasets import DatasetAdapter, Task, canonical_category, get_adapter
+from iids.datasets import DatasetAdapter, Task, canonical_category
 from iids.evaluate import (
     class_counts_png,
     classification_metrics,
@@ -139,7 +139,7 @@ def load_labelled(
     data_uri: str, settings: TrainSettings, storage: Storage
 ) -> tuple[DatasetAdapter, Task, pa.Table, np.ndarray]:
     """The adapter, the task, the typed rows the model needs and their class codes."""
-    adapter = get_adapter(settings.dataset, encoding=settings.encoding)
+    adapter = settings.adapter()
     task = adapter.task(settings.task)
     _check_ingested_as(data_uri, adapter.name, storage)
     wanted = [

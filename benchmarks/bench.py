@@ -1,0 +1,1014 @@
+"""Throughput of iids on this machine, as ratios: `make bench`.
+
+One run measures, on one machine:
+
+1. the machine's fp32 matrix-multiply rate (torch, one process, default threads) and the
+   model's FLOPs per row, counted analytically, which give a ceiling in rows/s;
+2. the bare model (eval, `torch.inference_mode`, batch 4096, one process) against that
+   ceiling, for CICIoV2024 and Edge-IIoTset;
+3. batch scoring end to end (`iids.batch.score_dataset`: Parquet in, Ray Data actor pool,
+   Parquet out) against the bare model, over a grid of actors, threads and batch sizes;
+4. training samples/s per epoch on Ray Train with 1 and 2 workers;
+5. distributed SMOTE (one Ray task per class) against single-process imbalanced-learn on
+   an Edge-IIoTset-sized training split, time and peak memory;
+6. the gradient-boosted-tree baseline's predict rows/s on the bare model's rows.
+
+Data: the real CICIoV2024 decimal files under `$IIDS_DATA_DIR/ciciov2024/decimal` when
+present (else `iids.synth`), Edge-IIoTset from `iids.synth`. Model sizes and training batch
+sizes come from `jobs/configs/<dataset>.yaml`. Models are untrained: speed does not depend
+on the weights.
+
+    python benchmarks/bench.py           # the full run (about 15 minutes on 2 cores)
+    python benchmarks/bench.py --quick   # small sizes, to check the script (2-3 minutes)
+
+Writes benchmarks/results.json (other keys, such as `serve`, are kept) and
+benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_JSON = ROOT / "benchmarks" / "results.json"
+RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
+CONFIGS = ROOT / "jobs" / "configs"
+DATASETS = ("ciciov2024", "edge-iiotset")
+BATCH_SIZE = 4096
+TARGETS = {
+    "model_ceiling_ratio": 0.5,
+    "batch_rows_per_s": {"ciciov2024": 20_000, "edge-iiotset": 10_000},
+}
+
+logger = logging.getLogger("bench")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes of one run (full or quick)."""
+
+    matmul_n: int
+    matmul_reps: int
+    cic_synth_rows: int  # only when the real files are absent
+    cic_score_rows: int
+    edge_rows: int
+    bare_rows: int
+    bare_reps: int
+    baseline_fit_rows: int
+    train_epoch_s: float  # rows per epoch are sized so an epoch takes about this
+    train_max_rows: int
+    train_epochs: int
+    smote_scale: float  # share of the published Edge-IIoTset class counts
+    grid: dict[str, tuple[tuple[int, int, int], ...]]  # actors, threads, batch
+    force_synthetic_cic: bool
+
+
+FULL = Plan(
+    matmul_n=4096,
+    matmul_reps=7,
+    cic_synth_rows=1_000_000,
+    cic_score_rows=1_000_000,
+    edge_rows=200_000,
+    bare_rows=65_536,
+    bare_reps=3,
+    baseline_fit_rows=50_000,
+    train_epoch_s=20.0,
+    train_max_rows=100_000,
+    train_epochs=2,
+    smote_scale=1.0,
+    grid={
+        "ciciov2024": ((1, 1, 4096), (1, 2, 4096), (2, 1, 4096), (2, 1, 16384)),
+        "edge-iiotset": ((1, 2, 4096), (2, 1, 4096), (2, 1, 16384)),
+    },
+    force_synthetic_cic=False,
+)
+QUICK = Plan(
+    matmul_n=2048,
+    matmul_reps=3,
+    cic_synth_rows=60_000,
+    cic_score_rows=50_000,
+    edge_rows=20_000,
+    bare_rows=16_384,
+    bare_reps=2,
+    baseline_fit_rows=10_000,
+    train_epoch_s=3.0,
+    train_max_rows=20_000,
+    train_epochs=2,
+    smote_scale=0.05,
+    grid={
+        "ciciov2024": ((1, 2, 4096), (2, 1, 4096)),
+        "edge-iiotset": ((2, 1, 4096),),
+    },
+    force_synthetic_cic=True,
+)
+
+
+@dataclass
+class _Data:
+    """One dataset, ingested and prepared for every section."""
+
+    name: str
+    source: str
+    uri: str
+    adapter: Any
+    task: Any
+    table: pa.Table
+    labels: np.ndarray
+    preprocessor: Any
+    settings: Any  # TrainSettings from jobs/configs/<name>.yaml
+    model: Any  # an untrained HybridIDS in eval mode
+    bundle_uri: str = ""
+
+
+# -- machine ---------------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (or what platform knows)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _versions() -> dict[str, str]:
+    import imblearn
+    import ray
+    import sklearn
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "numpy": np.__version__,
+        "pyarrow": pa.__version__,
+        "sklearn": sklearn.__version__,
+        "imblearn": imblearn.__version__,
+    }
+
+
+def measure_machine(plan: Plan) -> dict[str, Any]:
+    """fp32 matmul GFLOP/s: one process, torch's default threads, median of reps."""
+    import torch
+
+    n = plan.matmul_n
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        torch.mm(a, b)
+    seconds = []
+    for _ in range(plan.matmul_reps):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        seconds.append(time.perf_counter() - started)
+    gflops = 2 * n**3 / statistics.median(seconds) / 1e9
+    logger.info("matmul %dx%d fp32: %.1f GFLOP/s", n, n, gflops)
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "torch_threads": torch.get_num_threads(),
+        "matmul_n": n,
+        "matmul_gflops": round(gflops, 2),
+        "versions": _versions(),
+    }
+
+
+# -- model FLOPs -----------------------------------------------------------------------
+
+
+def count_flops(model) -> dict[str, int]:
+    """FLOPs per row of a HybridIDS forward pass, by part (1 multiply-add = 2 FLOPs).
+
+    Counted: convolutions (stem, blocks, strided skips), the GRU (3 gates x (input +
+    hidden) matmuls per step per direction), attention (in/out projections, scores,
+    weighted sum) and the linear head. Not counted: batch norm, activations, softmax,
+    layer norm, pooling, GRU gate nonlinearities (elementwise, small next to these).
+    """
+    cfg = model.config
+    c, k = cfg.channels, cfg.kernel_size
+    length = model.num_features
+    conv = 2 * 1 * c * k * length  # stem
+    for stride in cfg.strides:
+        length = (length - 1) // stride + 1
+        conv += 2 * (2 * c * c * k * length)  # conv1 (strided) and conv2
+        if stride != 1:
+            conv += 2 * c * c * length  # 1x1 projection of the skip
+    assert length == model.sequence_length()
+    hidden, width_in, gru = cfg.gru_hidden, c, 0
+    for _ in range(cfg.gru_layers):
+        gru += 2 * length * 3 * 2 * (width_in * hidden + hidden * hidden)
+        width_in = 2 * hidden
+    width = 2 * hidden
+    attention = (
+        2 * length * width * 3 * width  # q, k, v projections
+        + 2 * 2 * length * length * width  # scores and weighted sum
+        + 2 * length * width * width  # output projection
+    )
+    head = 2 * (2 * width * width + width * model.num_classes)
+    return {
+        "conv": conv,
+        "gru": gru,
+        "attention": attention,
+        "head": head,
+        "total": conv + gru + attention + head,
+    }
+
+
+def torch_counted_flops(model) -> int:
+    """What torch's FlopCounterMode sees per row (it has no formula for the fused GRU)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randn(64, model.num_features)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(x)
+    return counter.get_total_flops() // 64
+
+
+# -- data ------------------------------------------------------------------------------
+
+
+def _model_settings(name: str, batch_size: int | None = None):
+    """TrainSettings with the model and batch size of jobs/configs/<name>.yaml."""
+    from iids.config import ModelSettings, TrainSettings
+
+    path = CONFIGS / f"{name}.yaml"
+    config = yaml.safe_load(path.read_text()) if path.exists() else {}
+    return TrainSettings(
+        dataset=name,
+        model=ModelSettings(**config.get("model", {})),
+        batch_size=batch_size or config.get("batch_size", 1024),
+        learning_rate=config.get("learning_rate", 3e-3),
+        baseline=False,
+    )
+
+
+def prepare(name: str, plan: Plan, work: Path) -> _Data:
+    """Ingest the dataset (real or synthetic), fit preprocessing, build a bundle."""
+    import torch
+
+    from iids.bundle import new_version, save_bundle
+    from iids.config import data_dir
+    from iids.datasets import get_adapter
+    from iids.ingest import ingest
+    from iids.model import HybridIDS
+    from iids.preprocess import Preprocessor
+    from iids.synth import synth
+    from iids.train import encode_labels
+
+    adapter = get_adapter(name)
+    real = (ROOT / data_dir() / "ciciov2024" / "decimal").resolve()
+    if name == "ciciov2024" and real.is_dir() and not plan.force_synthetic_cic:
+        inputs, source = [str(real)], f"real CICIoV2024 decimal files ({real})"
+    else:
+        rows = plan.cic_synth_rows if name == "ciciov2024" else plan.edge_rows
+        started = time.perf_counter()
+        sidecar = synth(name, rows, 0, work / "raw")
+        logger.info(
+            "%s: synthesised %d rows in %.0f s",
+            name,
+            rows,
+            time.perf_counter() - started,
+        )
+        inputs, source = [sidecar["path"]], f"iids.synth {name}, {rows:,} rows, seed 0"
+
+    uri = str(work / "ingested" / name)
+    started = time.perf_counter()
+    manifest = ingest(adapter, inputs, uri)
+    table = pads.dataset(uri, format="parquet", partitioning="hive").to_table()
+    table = table.drop_columns(
+        [c for c in table.column_names if c not in _raw_columns(adapter)]
+    )
+    logger.info(
+        "%s: ingested %d rows (%d quarantined) in %.0f s",
+        name,
+        manifest["rows_written"],
+        manifest["rows_quarantined"],
+        time.perf_counter() - started,
+    )
+    task = adapter.task(None)
+    labels = encode_labels(table, task)
+    preprocessor = Preprocessor.fit(table, adapter)
+    settings = _model_settings(name)
+    torch.manual_seed(0)
+    model = HybridIDS(
+        preprocessor.num_features, len(task.classes), settings.model.build()
+    ).eval()
+    data = _Data(
+        name,
+        source,
+        uri,
+        adapter,
+        task,
+        table,
+        labels,
+        preprocessor,
+        settings,
+        model,
+    )
+    data.bundle_uri = save_bundle(
+        str(work / "bundles" / name),
+        new_version(),
+        state_dict=model.state_dict(),
+        model_config=model.config,
+        num_features=preprocessor.num_features,
+        preprocessor=preprocessor,
+        adapter=adapter,
+        task=task,
+        config={"benchmark": "bench", **settings.model_dump(mode="json")},
+    )
+    logger.info(
+        "%s: %d features, %d classes, model %s",
+        name,
+        preprocessor.num_features,
+        len(task.classes),
+        model.config,
+    )
+    return data
+
+
+def _raw_columns(adapter) -> set[str]:
+    """The raw schema's columns plus ingest's row keys (not the hive partition column)."""
+    from iids.ingest import KEY_COLUMNS
+
+    return {*adapter.arrow_schema().names, *KEY_COLUMNS}
+
+
+def _sample(data: _Data, rows: int, seed: int) -> np.ndarray:
+    """Row indices of a seeded sample (with replacement only when the table is short)."""
+    rng = np.random.default_rng(seed)
+    n = data.table.num_rows
+    return rng.choice(n, size=rows, replace=rows > n)
+
+
+# -- bare model and baseline -----------------------------------------------------------
+
+
+def measure_model(data: _Data, plan: Plan, machine: dict[str, Any]) -> dict[str, Any]:
+    """Bare-model rows/s (eval, inference_mode, batch 4096, one process) vs the ceiling."""
+    from iids.scoring import predict_proba
+
+    X = data.preprocessor.transform(data.table.take(_sample(data, plan.bare_rows, 1)))
+    predict_proba(data.model, X[: 2 * BATCH_SIZE], BATCH_SIZE)  # warm-up
+    rates = []
+    for _ in range(plan.bare_reps):
+        started = time.perf_counter()
+        predict_proba(data.model, X, BATCH_SIZE)
+        rates.append(len(X) / (time.perf_counter() - started))
+    rows_per_s = statistics.median(rates)
+    flops = count_flops(data.model)
+    ceiling = machine["matmul_gflops"] * 1e9 / flops["total"]
+    logger.info(
+        "%s: bare model %.0f rows/s; %.2f MFLOP/row; ceiling %.0f rows/s (%.1f%%)",
+        data.name,
+        rows_per_s,
+        flops["total"] / 1e6,
+        ceiling,
+        100 * rows_per_s / ceiling,
+    )
+    return {
+        "num_features": data.preprocessor.num_features,
+        "num_classes": len(data.task.classes),
+        "sequence_length": data.model.sequence_length(),
+        "config": data.model.config.to_dict(),
+        "parameters": sum(p.numel() for p in data.model.parameters()),
+        "flops_per_row": flops["total"],
+        "flops_by_part": flops,
+        "flop_counter_mode_per_row": torch_counted_flops(data.model),
+        "batch_size": BATCH_SIZE,
+        "rows_per_s": round(rows_per_s, 1),
+        "ceiling_rows_per_s": round(ceiling, 1),
+        "ceiling_ratio": round(rows_per_s / ceiling, 4),
+        "rows_measured": len(X),
+    }
+
+
+def measure_baseline(data: _Data, plan: Plan) -> dict[str, Any]:
+    """The tree baseline's predict rows/s on the bare model's rows."""
+    from iids.baseline import fit_baseline
+
+    fit_idx = _sample(data, plan.baseline_fit_rows, 2)
+    eval_idx = _sample(data, plan.bare_rows, 1)
+    pre = data.preprocessor
+    X_fit = pre.transform(data.table.take(fit_idx))
+    X_eval = pre.transform(data.table.take(eval_idx))
+    negative = data.adapter.negative_class[data.task.name]
+    metrics = fit_baseline(
+        X_fit,
+        data.labels[fit_idx],
+        X_eval,
+        data.labels[eval_idx],
+        list(data.task.classes),
+        negative,
+        seed=0,
+    )
+    return {
+        "model": metrics["model"],
+        "fit_rows": len(fit_idx),
+        "fit_s": metrics["fit_s"],
+        "rows_per_s": round(metrics["rows_per_s"], 1),
+        "rows_measured": len(eval_idx),
+    }
+
+
+# -- batch scoring ---------------------------------------------------------------------
+
+
+def _write_input(data: _Data, rows: int, path: Path, rows_per_file: int) -> None:
+    """A shuffled sample of the ingested rows as Parquet files (a night's partition)."""
+    path.mkdir(parents=True)
+    table = data.table.take(_sample(data, rows, 3))
+    if rows > data.table.num_rows:  # a sample with replacement repeats row keys
+        table = table.append_column("row_key", pa.array(np.arange(rows).astype(str)))
+    for i, start in enumerate(range(0, rows, rows_per_file)):
+        pq.write_table(
+            table.slice(start, rows_per_file), path / f"part-{i:04d}.parquet"
+        )
+
+
+def measure_scoring(
+    data: _Data, plan: Plan, work: Path, bare_rows_per_s: float
+) -> dict[str, Any]:
+    """score_dataset end to end over the grid of settings, plus its fixed overhead."""
+    from iids.batch import score_dataset
+
+    rows = plan.cic_score_rows if data.name == "ciciov2024" else plan.edge_rows
+    big, small = work / "score-in" / data.name, work / "score-in" / f"{data.name}-small"
+    _write_input(data, rows, big, rows_per_file=max(rows // 8, 1))
+    _write_input(data, 2_000, small, rows_per_file=2_000)
+
+    def run(uri: Path, actors: int, threads: int, batch: int) -> float:
+        out = work / "score-out" / data.name
+        started = time.perf_counter()
+        summary = score_dataset(
+            data.bundle_uri,
+            str(uri),
+            str(out),
+            num_actors=actors,
+            threads_per_actor=threads,
+            batch_size=batch,
+        )
+        seconds = time.perf_counter() - started
+        assert summary["rows_scored"] == summary["rows_in"]
+        shutil.rmtree(out)
+        return seconds
+
+    settings = []
+    for actors, threads, batch in plan.grid[data.name]:
+        seconds = run(big, actors, threads, batch)
+        settings.append(
+            {
+                "num_actors": actors,
+                "threads_per_actor": threads,
+                "batch_size": batch,
+                "seconds": round(seconds, 2),
+                "rows_per_s": round(rows / seconds, 1),
+            }
+        )
+        logger.info(
+            "%s: batch scoring %d rows, %d actor(s) x %d thread(s), batch %d: "
+            "%.1f s, %.0f rows/s",
+            data.name,
+            rows,
+            actors,
+            threads,
+            batch,
+            seconds,
+            rows / seconds,
+        )
+    best = max(settings, key=lambda s: s["rows_per_s"])
+
+    # The fixed cost: the same pipeline on 2,000 rows.
+    overhead_s = run(
+        small, best["num_actors"], best["threads_per_actor"], best["batch_size"]
+    )
+    steady = rows / max(best["seconds"] - overhead_s, 1e-9)
+    logger.info(
+        "%s: fixed overhead %.1f s; best %.0f rows/s (%.0f rows/s after overhead)",
+        data.name,
+        overhead_s,
+        best["rows_per_s"],
+        steady,
+    )
+    return {
+        "rows": rows,
+        "input_files": len(list(big.glob("*.parquet"))),
+        "rows_per_s": best["rows_per_s"],
+        "ratio_to_model": round(best["rows_per_s"] / bare_rows_per_s, 4),
+        "best": {k: best[k] for k in ("num_actors", "threads_per_actor", "batch_size")},
+        "fixed_overhead_s": round(overhead_s, 2),
+        "rows_per_s_excluding_overhead": round(steady, 1),
+        "settings": settings,
+    }
+
+
+# -- training --------------------------------------------------------------------------
+
+
+def measure_training(
+    data: _Data, plan: Plan, work: Path, bare_rows_per_s: float
+) -> dict[str, Any]:
+    """Samples/s per epoch on Ray Train with 1 worker (2 threads) and 2 (1 thread each)."""
+    from iids.storage import Storage
+    from iids.train import _fit
+
+    # A training step costs about 3 forward passes; size an epoch to `train_epoch_s`.
+    batch = data.settings.batch_size
+    rows = int(bare_rows_per_s / 3 * plan.train_epoch_s) // batch * batch
+    rows = max(4 * batch, min(rows, plan.train_max_rows))
+    idx = _sample(data, rows + 4096, 4)
+    X = data.preprocessor.transform(data.table.take(idx))
+    y = data.labels[idx]
+    out: dict[str, Any] = {"rows_per_epoch": rows, "batch_size": batch}
+    for workers, threads in ((1, 2), (2, 1)):
+        settings = data.settings.model_copy(
+            update={
+                "epochs": plan.train_epochs,
+                "patience": plan.train_epochs + 1,
+                "num_workers": workers,
+                "cpus_per_worker": float(threads),
+                "threads_per_worker": threads,
+            }
+        )
+        started = time.perf_counter()
+        history, _, _ = _fit(
+            X[:rows],
+            y[:rows],
+            X[rows:],
+            y[rows:],
+            settings,
+            data.preprocessor,
+            len(data.task.classes),
+            str(work / "train"),
+            f"bench-{data.name}-{workers}w",
+            Storage(),
+        )
+        wall = time.perf_counter() - started
+        per_epoch = [round(h["samples_per_s"], 1) for h in history]
+        key = "samples_per_s_1_worker" if workers == 1 else "samples_per_s_2_workers"
+        out[key] = per_epoch[-1]
+        out[f"{key}_by_epoch"] = per_epoch
+        out[f"wall_s_{workers}_worker{'s' if workers > 1 else ''}"] = round(wall, 1)
+        logger.info(
+            "%s: training with %d worker(s) x %d thread(s): %s samples/s per epoch "
+            "(%.0f s with start-up)",
+            data.name,
+            workers,
+            threads,
+            per_epoch,
+            wall,
+        )
+    out["scaling_2_over_1"] = round(
+        out["samples_per_s_2_workers"] / out["samples_per_s_1_worker"], 3
+    )
+    return out
+
+
+# -- SMOTE -----------------------------------------------------------------------------
+
+
+def smote_split(data: _Data, scale: float, path: Path) -> dict[str, Any]:
+    """An Edge-IIoTset-sized training split (70% of the published counts x scale).
+
+    Rows of each class are drawn from the synthetic rows of that class, and the numeric
+    columns get small noise so rows are distinct, as the deduplicated split is.
+    """
+    from iids.datasets.edge_iiotset import PUBLISHED_COUNTS
+
+    rng = np.random.default_rng(5)
+    classes = list(data.task.classes)
+    parts_X, parts_y = [], []
+    for code, name in enumerate(classes):
+        want = max(int(0.7 * PUBLISHED_COUNTS[name] * scale), 8)
+        own = np.flatnonzero(data.labels == code)
+        idx = rng.choice(own, size=want, replace=True)
+        X = data.preprocessor.transform(data.table.take(idx))
+        numeric = len(data.preprocessor.numeric)
+        X[:, :numeric] += rng.normal(0, 0.01, (want, numeric)).astype(np.float32)
+        parts_X.append(X)
+        parts_y.append(np.full(want, code, dtype=np.int64))
+    X, y = np.concatenate(parts_X), np.concatenate(parts_y)
+    np.save(path / "X.npy", X)
+    np.save(path / "y.npy", y)
+    (path / "classes.json").write_text(json.dumps(classes))
+    return {"rows": len(y), "features": X.shape[1], "mb": round(X.nbytes / 2**20, 1)}
+
+
+def measure_smote(data: _Data, plan: Plan, work: Path) -> dict[str, Any]:
+    """Each variant in its own subprocess: balance() time and peak memory."""
+    path = work / "smote"
+    path.mkdir()
+    split = smote_split(data, plan.smote_scale, path)
+    sampling = data.settings.model_copy(
+        update={"sampling": _edge_sampling()}
+    ).sampling.build(0)
+    logger.info(
+        "SMOTE split: %d rows x %d features (%.0f MB); sampling %s",
+        split["rows"],
+        split["features"],
+        split["mb"],
+        sampling,
+    )
+    out: dict[str, Any] = {"split": split, "sampling": _edge_sampling().model_dump()}
+    for variant in ("single_process", "distributed"):
+        child = subprocess.run(
+            [sys.executable, __file__, "--smote-child", str(path), variant],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if child.returncode != 0:
+            raise RuntimeError(f"SMOTE child ({variant}) failed:\n{child.stderr[-4000:]}")
+        result = json.loads(child.stdout.strip().splitlines()[-1])
+        out[f"{variant}_s"] = result["seconds"]
+        out[f"{variant}_peak_mb"] = result["peak_mb"]
+        out[f"{variant}_detail"] = result
+        logger.info(
+            "SMOTE %s: %.1f s, peak %.0f MB (PSS over the process tree; %.0f MB "
+            "before balancing)",
+            variant,
+            result["seconds"],
+            result["peak_mb"],
+            result["before_mb"],
+        )
+    out["speedup"] = round(out["single_process_s"] / out["distributed_s"], 3)
+    return out
+
+
+def _edge_sampling():
+    """The sampling settings of jobs/configs/edge-iiotset.yaml."""
+    from iids.config import SamplingSettings
+
+    config = yaml.safe_load((CONFIGS / "edge-iiotset.yaml").read_text())
+    return SamplingSettings(**config.get("sampling", {}))
+
+
+def _tree_pss_mb(root) -> float:
+    """Proportional set size of a process and all its descendants, in MB."""
+    import psutil
+
+    total = 0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            total += proc.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total / 2**20
+
+
+def smote_child(path: str, variant: str) -> None:
+    """Run one SMOTE variant; print its time and peak memory as JSON."""
+    import psutil
+
+    from iids.smote import balance
+
+    X = np.load(Path(path) / "X.npy")
+    y = np.load(Path(path) / "y.npy")
+    classes = json.loads((Path(path) / "classes.json").read_text())
+    sampling = _edge_sampling().build(0)
+    distributed = variant == "distributed"
+    ray_start_s = 0.0
+    if distributed:
+        from iids.runtime import init_ray
+
+        started = time.perf_counter()
+        init_ray(None, num_cpus=2, object_store_memory=1 << 30)
+        ray_start_s = time.perf_counter() - started
+
+    # Sample the whole process tree's memory while balancing.
+    me = psutil.Process()
+    before_mb = _tree_pss_mb(me)
+    peak = [before_mb]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _tree_pss_mb(me))
+            stop.wait(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.perf_counter()
+    X_res, _, report = balance(X, y, sampling, classes, distributed=distributed)
+    seconds = time.perf_counter() - started
+    stop.set()
+    sampler.join()
+    peak[0] = max(peak[0], _tree_pss_mb(me))
+    if distributed:
+        import ray
+
+        ray.shutdown()
+    print(
+        json.dumps(
+            {
+                "seconds": round(seconds, 2),
+                "peak_mb": round(peak[0], 1),
+                "before_mb": round(before_mb, 1),
+                "maxrss_mb": round(
+                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+                ),
+                "ray_start_s": round(ray_start_s, 2),
+                "rows_out": len(X_res),
+                "synthetic_rows": report.synthetic_rows,
+            }
+        )
+    )
+
+
+# -- report ----------------------------------------------------------------------------
+
+
+def _met(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target with its measured value and whether it is met."""
+    rows = []
+    for name in DATASETS:
+        ratio = results["model"][name]["ceiling_ratio"]
+        rows.append(
+            {
+                "target": f"bare model >= 50% of ceiling ({name})",
+                "measured": f"{100 * ratio:.1f}%",
+                "met": ratio >= TARGETS["model_ceiling_ratio"],
+            }
+        )
+    for name in DATASETS:
+        rate = results["batch_scoring"][name]["rows_per_s"]
+        want = TARGETS["batch_rows_per_s"][name]
+        rows.append(
+            {
+                "target": f"batch scoring >= {want:,} rows/s ({name})",
+                "measured": f"{rate:,.0f} rows/s",
+                "met": rate >= want,
+            }
+        )
+    return rows
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """RESULTS.md: one table per section, the targets, and how it was produced."""
+    meta, machine = results["bench"], results["machine"]
+    v = machine["versions"]
+    lines = [
+        "# iids benchmarks",
+        "",
+        f"Produced by `{meta['command']}` on {meta['measured_at']} in "
+        f"{meta['duration_s'] / 60:.1f} minutes{' (QUICK mode)' if meta['quick'] else ''}.",
+        f"Machine: {machine['cpus']} CPU(s), {machine['cpu_model']}; Python "
+        f"{v['python']}, torch {v['torch']}, ray {v['ray']}, numpy {v['numpy']}, "
+        f"pyarrow {v['pyarrow']}, scikit-learn {v['sklearn']}, imbalanced-learn "
+        f"{v['imblearn']}.",
+        "",
+        "Data: " + "; ".join(f"{k}: {s}" for k, s in meta["data"].items()) + ".",
+        "Models are untrained (speed does not depend on the weights); sizes come from "
+        "`jobs/configs/<dataset>.yaml`.",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | |",
+        "|---|---:|---|",
+    ]
+    lines += [
+        f"| {t['target']} | {t['measured']} | {_met(t['met'])} |"
+        for t in results["targets"]
+    ]
+
+    lines += [
+        "",
+        "## 1-2. Machine limit and the bare model",
+        "",
+        f"fp32 matmul ({machine['matmul_n']}x{machine['matmul_n']}, torch, "
+        f"{machine['torch_threads']} threads, median): "
+        f"**{machine['matmul_gflops']:.1f} GFLOP/s**. FLOPs per row are counted "
+        "analytically (convolutions; GRU as 3 gates x (input + hidden) matmuls per step "
+        "per direction; attention projections, scores and weighted sum; linear head). "
+        "torch's `FlopCounterMode` has no formula for the fused CPU GRU, and misses it: "
+        "its figure is shown for comparison.",
+        "",
+        "| dataset | features | L | conv | GRU | attention | head | FLOPs/row "
+        "| FlopCounterMode | ceiling rows/s | bare model rows/s | of ceiling |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in DATASETS:
+        m = results["model"][name]
+        p = m["flops_by_part"]
+        lines.append(
+            f"| {name} | {m['num_features']} | {m['sequence_length']} "
+            f"| {p['conv']:,} | {p['gru']:,} | {p['attention']:,} | {p['head']:,} "
+            f"| {m['flops_per_row']:,} | {m['flop_counter_mode_per_row']:,} "
+            f"| {m['ceiling_rows_per_s']:,.0f} | {m['rows_per_s']:,.0f} "
+            f"| {100 * m['ceiling_ratio']:.1f}% |"
+        )
+    lines += [""]
+    for name in DATASETS:
+        lines.append(f"- {name} model: `{results['model'][name]['config']}`")
+
+    lines += [
+        "",
+        "## 3. Batch scoring end to end (Parquet in, Ray Data actors, Parquet out)",
+        "",
+        "`iids.batch.score_dataset` on a local Ray with 2 CPUs; wall time of the whole "
+        "call (count, read, preprocess, score, write, verify, publish).",
+        "",
+        "| dataset | rows | actors | threads/actor | batch | seconds | rows/s "
+        "| of bare model |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in DATASETS:
+        b = results["batch_scoring"][name]
+        bare = results["model"][name]["rows_per_s"]
+        for s in b["settings"]:
+            lines.append(
+                f"| {name} | {b['rows']:,} | {s['num_actors']} "
+                f"| {s['threads_per_actor']} | {s['batch_size']} | {s['seconds']:.1f} "
+                f"| {s['rows_per_s']:,.0f} | {s['rows_per_s'] / bare:.2f} |"
+            )
+    lines.append("")
+    for name in DATASETS:
+        b = results["batch_scoring"][name]
+        lines.append(
+            f"- {name}: best {b['rows_per_s']:,.0f} rows/s ({b['ratio_to_model']:.2f} "
+            f"of the bare model) with {b['best']}; fixed overhead (same call on 2,000 "
+            f"rows) {b['fixed_overhead_s']:.1f} s; "
+            f"{b['rows_per_s_excluding_overhead']:,.0f} rows/s without it."
+        )
+
+    lines += [
+        "",
+        "## 4. Training on Ray Train (samples/s per epoch, start-up excluded)",
+        "",
+        "`iids.train._fit` on preprocessed rows (no SMOTE); 1 worker x 2 threads "
+        "against 2 workers x 1 thread, so both use the whole machine. The last "
+        "epoch's figure is reported (the first includes warm-up).",
+        "",
+        "| dataset | rows/epoch | global batch | 1 worker samples/s | 2 workers "
+        "samples/s | 2 / 1 | per epoch (1w; 2w) |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for name in DATASETS:
+        t = results["training"][name]
+        lines.append(
+            f"| {name} | {t['rows_per_epoch']:,} | {t['batch_size']} "
+            f"| {t['samples_per_s_1_worker']:,.0f} "
+            f"| {t['samples_per_s_2_workers']:,.0f} | {t['scaling_2_over_1']:.2f} "
+            f"| {t['samples_per_s_1_worker_by_epoch']}; "
+            f"{t['samples_per_s_2_workers_by_epoch']} |"
+        )
+
+    s = results["smote"]
+    lines += [
+        "",
+        "## 5. SMOTE: distributed (one Ray task per class) vs single-process",
+        "",
+        f"Training split of {s['split']['rows']:,} rows x {s['split']['features']} "
+        f"features ({s['split']['mb']:,.0f} MB float32): Edge-IIoTset's published "
+        f"class counts x 0.7 (the training share) x {meta['smote_scale']}, rows drawn "
+        "from the synthetic Edge-IIoTset rows of each class with small noise on the "
+        f"numeric columns. Sampling as in `jobs/configs/edge-iiotset.yaml`: "
+        f"`{s['sampling']}`. Each variant runs in its own process; memory is the peak "
+        "of the proportional set size (PSS) summed over that process and all its "
+        "descendants (Ray's raylet, GCS and workers included for the distributed "
+        "variant), sampled every 0.2 s.",
+        "",
+        "| variant | seconds | peak MB | MB before balancing | maxrss of the driver "
+        "MB | Ray start-up s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for variant in ("single_process", "distributed"):
+        d = s[f"{variant}_detail"]
+        lines.append(
+            f"| {variant.replace('_', '-')} | {d['seconds']:.1f} | {d['peak_mb']:,.0f} "
+            f"| {d['before_mb']:,.0f} | {d['maxrss_mb']:,.0f} "
+            f"| {d['ray_start_s']:.1f} |"
+        )
+    lines += [
+        "",
+        f"Distributed / single-process speed-up: {s['speedup']:.2f}x "
+        f"({s['distributed_detail']['synthetic_rows']:,} synthetic rows).",
+        "",
+        "## 6. Tree baseline vs the deep model (predict rows/s, same rows)",
+        "",
+        "| dataset | baseline | fit rows | fit s | baseline rows/s | bare model rows/s "
+        "| model / baseline |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in DATASETS:
+        b = results["baseline"][name]
+        m = results["model"][name]["rows_per_s"]
+        lines.append(
+            f"| {name} | {b['model']} | {b['fit_rows']:,} | {b['fit_s']:.1f} "
+            f"| {b['rows_per_s']:,.0f} | {m:,.0f} | {m / b['rows_per_s']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# -- main ------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
+    parser.add_argument("--smote-child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.smote_child:
+        smote_child(*args.smote_child)
+        return
+
+    import ray
+
+    from iids.config import configure_logging
+    from iids.runtime import init_ray
+
+    configure_logging()
+    plan = QUICK if args.quick else FULL
+    started = time.perf_counter()
+    measured_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    results: dict[str, Any] = {
+        "model": {},
+        "baseline": {},
+        "batch_scoring": {},
+        "training": {},
+    }
+
+    logger.info("1/6 machine limit")
+    results["machine"] = measure_machine(plan)
+
+    work = Path(tempfile.mkdtemp(prefix="iids-bench-"))
+    try:
+        init_ray(None, num_cpus=2, object_store_memory=1 << 30)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        prepared = {}
+        for name in DATASETS:
+            logger.info("preparing %s", name)
+            prepared[name] = prepare(name, plan, work)
+        for name, data in prepared.items():
+            logger.info("2/6 bare model, 6/6 tree baseline: %s", name)
+            results["model"][name] = measure_model(data, plan, results["machine"])
+            results["baseline"][name] = measure_baseline(data, plan)
+        for name, data in prepared.items():
+            logger.info("3/6 batch scoring: %s", name)
+            bare = results["model"][name]["rows_per_s"]
+            results["batch_scoring"][name] = measure_scoring(data, plan, work, bare)
+        for name, data in prepared.items():
+            logger.info("4/6 training: %s", name)
+            bare = results["model"][name]["rows_per_s"]
+            results["training"][name] = measure_training(data, plan, work, bare)
+        ray.shutdown()
+        logger.info("5/6 SMOTE")
+        results["smote"] = measure_smote(prepared["edge-iiotset"], plan, work)
+    finally:
+        ray.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
+
+    # Assemble, merge into results.json (keeping other keys), write RESULTS.md.
+    duration_s = time.perf_counter() - started
+    results["bench"] = {
+        "command": "make bench" + (" (benchmarks/bench.py --quick)" if args.quick else ""),
+        "measured_at": measured_at,
+        "duration_s": round(duration_s, 1),
+        "quick": args.quick,
+        "smote_scale": plan.smote_scale,
+        "data": {name: data.source for name, data in prepared.items()},
+    }
+    results["targets"] = targets(results)
+    existing = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
+    existing.update(results)
+    RESULTS_JSON.write_text(json.dumps(existing, indent=2) + "\n")
+    RESULTS_MD.write_text(markdown(results))
+    for t in results["targets"]:
+        logger.info("%s: %s (%s)", t["target"], t["measured"], _met(t["met"]))
+    logger.info(
+        "done in %.1f min: %s, %s", duration_s / 60, RESULTS_JSON, RESULTS_MD
+    )
+
+
+if __name__ == "__main__":
+    main()
