@@ -191,6 +191,7 @@ def measure_machine(plan: Plan) -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
         "cpu_model": _cpu_model(),
+        "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
         "torch_threads": torch.get_num_threads(),
         "matmul_n": n,
         "matmul_gflops": round(gflops, 2),
@@ -239,16 +240,24 @@ def count_flops(model) -> dict[str, int]:
     }
 
 
-def torch_counted_flops(model) -> int:
-    """What torch's FlopCounterMode sees per row (it has no formula for the fused GRU)."""
+def torch_counted_flops(model) -> dict[str, int]:
+    """FLOPs per row that torch's FlopCounterMode sees, without and with autograd.
+
+    Under no_grad (how the model scores) it misses the fused CPU GRU and part of the
+    fast-path attention; with autograd on it sees the GRU's matmuls but not the
+    attention's score and weighted-sum matmuls.
+    """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     x = torch.randn(64, model.num_features)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(x)
-    return counter.get_total_flops() // 64
+    counts = {}
+    for key, grad in (("no_grad", False), ("autograd", True)):
+        counter = FlopCounterMode(display=False)
+        with torch.set_grad_enabled(grad), counter:
+            model(x)
+        counts[key] = counter.get_total_flops() // 64
+    return counts
 
 
 # -- data ------------------------------------------------------------------------------
@@ -372,16 +381,8 @@ def _sample(data: _Data, rows: int, seed: int) -> np.ndarray:
 
 def measure_model(data: _Data, plan: Plan, machine: dict[str, Any]) -> dict[str, Any]:
     """Bare-model rows/s (eval, inference_mode, batch 4096, one process) vs the ceiling."""
-    from iids.scoring import predict_proba
-
     X = data.preprocessor.transform(data.table.take(_sample(data, plan.bare_rows, 1)))
-    predict_proba(data.model, X[: 2 * BATCH_SIZE], BATCH_SIZE)  # warm-up
-    rates = []
-    for _ in range(plan.bare_reps):
-        started = time.perf_counter()
-        predict_proba(data.model, X, BATCH_SIZE)
-        rates.append(len(X) / (time.perf_counter() - started))
-    rows_per_s = statistics.median(rates)
+    rows_per_s = _bare_rows_per_s(data.model, X, plan.bare_reps)
     flops = count_flops(data.model)
     ceiling = machine["matmul_gflops"] * 1e9 / flops["total"]
     logger.info(
@@ -406,7 +407,75 @@ def measure_model(data: _Data, plan: Plan, machine: dict[str, Any]) -> dict[str,
         "ceiling_rows_per_s": round(ceiling, 1),
         "ceiling_ratio": round(rows_per_s / ceiling, 4),
         "rows_measured": len(X),
+        "variants": _variants(data, X, plan, machine["matmul_gflops"]),
     }
+
+
+def _bare_rows_per_s(model, X: np.ndarray, reps: int) -> float:
+    """Median rows/s of `predict_proba` over X in batches of 4096, after a warm-up."""
+    from iids.scoring import predict_proba
+
+    predict_proba(model, X[: 2 * BATCH_SIZE], BATCH_SIZE)
+    rates = []
+    for _ in range(reps):
+        started = time.perf_counter()
+        predict_proba(model, X, BATCH_SIZE)
+        rates.append(len(X) / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+# Other model sizes, measured bare only: what a smaller model would buy.
+VARIANTS = {
+    "ciciov2024": {"same model, 1 thread": (None, 1)},
+    "edge-iiotset": {
+        "default sizes, strides (1, 1)": ({}, None),
+        "default sizes, strides (2, 2)": ({"strides": (2, 2)}, None),
+        "channels 32, gru 32, strides (1, 2, 1)": (
+            {"num_blocks": 3, "strides": (1, 2, 1)},
+            None,
+        ),
+        "channels 32, gru 32, strides (2, 2, 2)": (
+            {"num_blocks": 3, "strides": (2, 2, 2)},
+            None,
+        ),
+    },
+}
+
+
+def _variants(
+    data: _Data, X: np.ndarray, plan: Plan, gflops: float
+) -> dict[str, dict[str, Any]]:
+    """Bare rows/s of other model sizes (or thread counts) on the same rows."""
+    import torch
+
+    from iids.model import HybridConfig, HybridIDS
+
+    out = {}
+    default_threads = torch.get_num_threads()
+    for label, (sizes, threads) in VARIANTS[data.name].items():
+        config = data.model.config if sizes is None else HybridConfig(**sizes)
+        model = HybridIDS(X.shape[1], len(data.task.classes), config).eval()
+        torch.set_num_threads(threads or default_threads)
+        try:
+            rows_per_s = _bare_rows_per_s(model, X, plan.bare_reps)
+        finally:
+            torch.set_num_threads(default_threads)
+        flops = count_flops(model)["total"]
+        out[label] = {
+            "config": config.to_dict(),
+            "threads": threads or default_threads,
+            "flops_per_row": flops,
+            "rows_per_s": round(rows_per_s, 1),
+            "ceiling_ratio": round(rows_per_s * flops / (gflops * 1e9), 4),
+        }
+        logger.info(
+            "%s variant %s: %.2f MFLOP/row, %.0f rows/s",
+            data.name,
+            label,
+            flops / 1e6,
+            rows_per_s,
+        )
+    return out
 
 
 def measure_baseline(data: _Data, plan: Plan) -> dict[str, Any]:
@@ -785,7 +854,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"Machine: {machine['cpus']} CPU(s), {machine['cpu_model']}; Python "
         f"{v['python']}, torch {v['torch']}, ray {v['ray']}, numpy {v['numpy']}, "
         f"pyarrow {v['pyarrow']}, scikit-learn {v['sklearn']}, imbalanced-learn "
-        f"{v['imblearn']}.",
+        f"{v['imblearn']}. 1-minute load average {machine['load_avg_1m_at_start']} at "
+        f"the start, {machine['load_avg_1m_at_end']} at the end (other work on the "
+        "machine slows every figure).",
         "",
         "Data: " + "; ".join(f"{k}: {s}" for k, s in meta["data"].items()) + ".",
         "Models are untrained (speed does not depend on the weights); sizes come from "
@@ -810,11 +881,13 @@ def markdown(results: dict[str, Any]) -> str:
         f"**{machine['matmul_gflops']:.1f} GFLOP/s**. FLOPs per row are counted "
         "analytically (convolutions; GRU as 3 gates x (input + hidden) matmuls per step "
         "per direction; attention projections, scores and weighted sum; linear head). "
-        "torch's `FlopCounterMode` has no formula for the fused CPU GRU, and misses it: "
-        "its figure is shown for comparison.",
+        "torch's `FlopCounterMode`, shown for comparison, misses the fused CPU GRU and "
+        "part of the fast-path attention under no_grad (how the model scores), and "
+        "the attention's score and weighted-sum matmuls with autograd on. Ceiling = "
+        "matmul FLOP/s / FLOPs per row.",
         "",
         "| dataset | features | L | conv | GRU | attention | head | FLOPs/row "
-        "| FlopCounterMode | ceiling rows/s | bare model rows/s | of ceiling |",
+        "| FlopCounterMode no_grad / autograd | ceiling rows/s | bare model rows/s | of ceiling |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in DATASETS:
@@ -823,13 +896,29 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {m['num_features']} | {m['sequence_length']} "
             f"| {p['conv']:,} | {p['gru']:,} | {p['attention']:,} | {p['head']:,} "
-            f"| {m['flops_per_row']:,} | {m['flop_counter_mode_per_row']:,} "
+            f"| {m['flops_per_row']:,} "
+            f"| {m['flop_counter_mode_per_row']['no_grad']:,} / "
+            f"{m['flop_counter_mode_per_row']['autograd']:,} "
             f"| {m['ceiling_rows_per_s']:,.0f} | {m['rows_per_s']:,.0f} "
             f"| {100 * m['ceiling_ratio']:.1f}% |"
         )
     lines += [""]
     for name in DATASETS:
         lines.append(f"- {name} model: `{results['model'][name]['config']}`")
+    lines += [
+        "",
+        "Other sizes and thread counts, bare model on the same rows (not the "
+        "configured model; what a change would buy):",
+        "",
+        "| dataset | variant | threads | FLOPs/row | rows/s | of ceiling |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for name in DATASETS:
+        for label, var in results["model"][name]["variants"].items():
+            lines.append(
+                f"| {name} | {label} | {var['threads']} | {var['flops_per_row']:,} "
+                f"| {var['rows_per_s']:,.0f} | {100 * var['ceiling_ratio']:.1f}% |"
+            )
 
     lines += [
         "",
@@ -998,6 +1087,7 @@ def main() -> None:
         "smote_scale": plan.smote_scale,
         "data": {name: data.source for name, data in prepared.items()},
     }
+    results["machine"]["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
     results["targets"] = targets(results)
     existing = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
     existing.update(results)

@@ -13,6 +13,7 @@ import copy
 import json
 import socket
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -505,3 +506,36 @@ def test_token_from_environment(monkeypatch, tmp_path):
     secret.write_text("  \n")
     with pytest.raises(ValueError, match="expected a token, found an empty file"):
         serve_token()
+
+
+def test_custom_metrics_reach_prometheus(server):
+    import ray
+
+    client = server["client"]
+    assert (
+        client.post(
+            "/v1/predict", headers=AUTH, json={"records": _records(can_rows(3))}
+        ).status_code
+        == 200
+    )
+    assert (
+        client.post(
+            "/v1/predict", headers=AUTH, json={"records": [{"ID": "x"}]}
+        ).status_code
+        == 422
+    )
+    port = next(n["MetricsExportPort"] for n in ray.nodes() if n["Alive"])
+    deadline = time.monotonic() + 60
+    text = ""
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        if "iids_predictions" in text and "iids_bad_requests" in text:
+            break
+        time.sleep(2)
+    predictions = [
+        ln for ln in text.splitlines() if ln.startswith("ray_iids_predictions")
+    ]
+    bad = [ln for ln in text.splitlines() if ln.startswith("ray_iids_bad_requests")]
+    assert predictions and any('class="' in ln for ln in predictions), text[-2000:]
+    assert bad and any('kind="' in ln for ln in bad)
+    assert sum(float(ln.rsplit(" ", 1)[1]) for ln in predictions) >= 3
