@@ -30,5 +30,9 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+## Throughput benchmarks (about 15 minutes on 2 cores) -> benchmarks/RESULTS.md, results.json.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py
+
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -96,6 +96,9 @@ class TrainSettings(_Strict):
     test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     num_workers: int = Field(2, ge=1)
     use_gpu: bool = False
+    mixed_precision: bool = Field(
+        False, description="bf16 autocast for convolutions and attention (GRU in fp32)"
+    )
     cpus_per_worker: float = Field(1.0, gt=0.0)
     threads_per_worker: int = Field(1, ge=1, description="torch threads per worker")
     max_failures: int = Field(2, ge=0, description="worker failures tolerated")

@@ -168,7 +168,10 @@ class HybridIDS(nn.Module):
             float32 logits, shape (B, C).
         """
         h = self.blocks(self.stem(x.unsqueeze(1)))  # (B, channels, L)
-        h, _ = self.gru(h.transpose(1, 2))  # (B, L, 2 * gru_hidden)
+        # The GRU stays in fp32 under mixed precision: its fused kernels and its
+        # recurrence accumulate error in bf16.
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            h, _ = self.gru(h.transpose(1, 2).float())  # (B, L, 2 * gru_hidden)
         a, _ = self.attn(h, h, h, need_weights=False)
         h = self.norm(h + a)  # (B, L, 2 * gru_hidden)
         pooled = torch.cat([h.mean(dim=1), h.amax(dim=1)], dim=1)  # (B, 4 * gru_hidden)

@@ -595,8 +595,13 @@ def _train_loop(config: dict) -> None:
             local_shuffle_buffer_size=per_worker * 16,
             local_shuffle_seed=settings.seed + epoch,
         ):
-            logits = model(batch["x"])
-            loss = F.cross_entropy(logits, batch["y"])
+            with torch.autocast(
+                device_type=device.type,
+                dtype=torch.bfloat16,
+                enabled=settings.mixed_precision,
+            ):
+                logits = model(batch["x"])
+            loss = F.cross_entropy(logits.float(), batch["y"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -61,3 +61,18 @@ def test_model_learns_a_separable_problem():
     with torch.inference_mode():
         accuracy = (model(x).argmax(1) == y).float().mean().item()
     assert accuracy > 0.95
+
+
+def test_bf16_autocast_keeps_the_gru_in_fp32_and_close_to_fp32():
+    torch.manual_seed(0)
+    model = HybridIDS(9, 6, HybridConfig()).eval()
+    x = torch.randn(64, 9)
+    seen = []
+    model.gru.register_forward_hook(lambda m, i, o: seen.append(o[0].dtype))
+    with torch.inference_mode():
+        full = model(x)
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            mixed = model(x)
+    assert seen == [torch.float32, torch.float32]
+    assert torch.isfinite(mixed).all()
+    torch.testing.assert_close(mixed.float(), full, atol=0.1, rtol=0.1)
