@@ -15,6 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from iids._errors import validation_problems
 from iids.datasets import DatasetAdapter, get_adapter
 from iids.model import HybridConfig
 from iids.smote import SamplingConfig
@@ -141,10 +142,7 @@ def load_train_settings(path: str | Path | None, **overrides: object) -> TrainSe
     try:
         return TrainSettings(**data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = validation_problems(exc)
         raise ConfigError(f"{path or 'settings'}: {problems}") from None
 
 

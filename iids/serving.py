@@ -38,6 +38,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from ray import serve
 
+from iids._errors import validation_problems
 from iids.datasets import parse_numbers
 from iids.preprocess import FeatureError
 from iids.scoring import Scorer
@@ -114,10 +115,7 @@ def parse_settings(data: dict[str, Any] | ServeSettings) -> ServeSettings:
     try:
         return ServeSettings(**data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = validation_problems(exc)
         raise ValueError(f"serve settings (user_config): {problems}") from None
 
 

@@ -33,6 +33,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from iids._errors import validation_problems
 from iids.datasets.base import Column, DatasetAdapter, Kind, Task
 
 logger = logging.getLogger(__name__)
@@ -165,10 +166,7 @@ def generic_from_dict(data: dict, *, source: str = "<schema>") -> DatasetAdapter
     try:
         spec = SchemaSpec.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = validation_problems(exc)
         raise ValueError(f"{source}: invalid dataset schema: {problems}") from None
     return _adapter(spec)
 
