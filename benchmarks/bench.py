@@ -18,7 +18,7 @@ present (else `iids.synth`), Edge-IIoTset from `iids.synth`. Model sizes and tra
 sizes come from `jobs/configs/<dataset>.yaml`. Models are untrained: speed does not depend
 on the weights.
 
-    python benchmarks/bench.py           # the full run (about 15 minutes on 2 cores)
+    python benchmarks/bench.py           # the full run (15-25 minutes on 2 cores)
     python benchmarks/bench.py --quick   # small sizes, to check the script (2-3 minutes)
 
 Writes benchmarks/results.json (other keys, such as `serve`, are kept) and
@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -862,9 +861,6 @@ def smote_child(path: str, variant: str) -> None:
                 "seconds": round(seconds, 2),
                 "peak_mb": round(peak[0], 1),
                 "before_mb": round(before_mb, 1),
-                "maxrss_mb": round(
-                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
-                ),
                 "ray_start_s": round(ray_start_s, 2),
                 "rows_out": len(X_res),
                 "synthetic_rows": report.synthetic_rows,
@@ -971,7 +967,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [
         "",
         "Other sizes and thread counts, bare model on the same rows (not the "
-        "configured model; what a change would buy):",
+        "configured model; what a change would buy; the ceiling is the 2-thread "
+        "matmul rate's):",
         "",
         "| dataset | variant | threads | FLOPs/row | rows/s | of ceiling |",
         "|---|---|---:|---:|---:|---:|",
@@ -999,17 +996,19 @@ def markdown(results: dict[str, Any]) -> str:
         "show what a second scoring slot buys; they do not count for the target.",
         "",
         "| dataset | rows | Ray CPUs | actors | threads/actor | batch | seconds "
-        "| rows/s | of bare model |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| rows/s | of bare model (default threads) | of bare model (1 thread) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in DATASETS:
         b = results["batch_scoring"][name]
         bare = results["model"][name]["rows_per_s"]
+        one = results["model"][name]["variants"]["same model, 1 thread"]["rows_per_s"]
         for s in b["settings"]:
             lines.append(
                 f"| {name} | {b['rows']:,} | {s['ray_cpus']} | {s['num_actors']} "
                 f"| {s['threads_per_actor']} | {s['batch_size']} | {s['seconds']:.1f} "
-                f"| {s['rows_per_s']:,.0f} | {s['rows_per_s'] / bare:.2f} |"
+                f"| {s['rows_per_s']:,.0f} | {s['rows_per_s'] / bare:.2f} "
+                f"| {s['rows_per_s'] / one:.2f} |"
             )
     lines.append("")
     for name in DATASETS:
@@ -1068,16 +1067,14 @@ def markdown(results: dict[str, Any]) -> str:
         "descendants (Ray's raylet, GCS and workers included for the distributed "
         "variant), sampled every 0.2 s.",
         "",
-        "| variant | seconds | peak MB | MB before balancing | maxrss of the driver "
-        "MB | Ray start-up s |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| variant | seconds | peak MB | MB before balancing | Ray start-up s |",
+        "|---|---:|---:|---:|---:|",
     ]
     for variant in ("single_process", "distributed"):
         d = s[f"{variant}_detail"]
         lines.append(
             f"| {variant.replace('_', '-')} | {d['seconds']:.1f} | {d['peak_mb']:,.0f} "
-            f"| {d['before_mb']:,.0f} | {d['maxrss_mb']:,.0f} "
-            f"| {d['ray_start_s']:.1f} |"
+            f"| {d['before_mb']:,.0f} | {d['ray_start_s']:.1f} |"
         )
     lines += [
         "",
@@ -1097,7 +1094,36 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {name} | {b['model']} | {b['fit_rows']:,} | {b['fit_s']:.1f} "
             f"| {b['rows_per_s']:,.0f} | {m:,.0f} | {m / b['rows_per_s']:.2f} |"
         )
+    lines += _serve_section(results.get("serve"))
     return "\n".join(lines) + "\n"
+
+
+def _serve_section(serve: dict | None) -> list[str]:
+    """The online-scoring latency table that `benchmarks/serve_latency.py` measured."""
+    if not serve:
+        return []
+    lines = [
+        "",
+        "## 7. Online scoring: Ray Serve against a plain FastAPI server",
+        "",
+        f"`python benchmarks/serve_latency.py`, measured {serve['measured_at']} "
+        f"(a separate run from the sections above), settings {serve['settings']}. "
+        "On a 2-core machine shared with other work these figures are noisy; rerun "
+        "the script on a quiet machine before quoting them.",
+        "",
+        "| server | clients | records/request | p50 ms | p99 ms | requests/s "
+        "| records/s | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(
+        serve["results"], key=lambda r: (r["records"], r["concurrency"], r["server"])
+    ):
+        lines.append(
+            f"| {r['server']} | {r['concurrency']} | {r['records']} | "
+            f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['requests_per_s']:.1f} | "
+            f"{r['records_per_s']:,.0f} | {r['errors']} |"
+        )
+    return lines
 
 
 # -- main ------------------------------------------------------------------------------
@@ -1106,8 +1132,16 @@ def markdown(results: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="only rewrite RESULTS.md from results.json",
+    )
     parser.add_argument("--smote-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.render:
+        RESULTS_MD.write_text(markdown(json.loads(RESULTS_JSON.read_text())))
+        return
     if args.smote_child:
         smote_child(*args.smote_child)
         return
