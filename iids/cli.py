@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -591,11 +590,3 @@ def _print_quickstart(s: dict[str, Any]) -> None:
     console.print(f"  predictions    {s['predictions']}")
     console.print(f"  dataset        {s['files']['data']}")
     console.print(f"  summary        {s['output']}/summary.json")
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

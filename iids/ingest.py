@@ -628,19 +628,3 @@ def _parse_labels(
         pc.is_in(text, value_set=pa.array(sorted(known))).fill_null(False)
     )
     return text, unknown
-
-
-def read_manifest(uri: str, storage: Storage | None = None) -> dict[str, Any]:
-    """The manifest of an ingested dataset.
-
-    Raises:
-        FileNotFoundError: `uri` is not an ingested dataset.
-    """
-    storage = storage or Storage()
-    try:
-        return storage.read_json(join(uri, MANIFEST))
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"{uri}: no {MANIFEST}; it is not an ingested dataset. Run `iids ingest` "
-            "first."
-        ) from None

@@ -193,18 +193,6 @@ class Storage:
                 destination_filesystem=fs,
             )
 
-    def download_dir(self, uri: str, local_dir: str) -> None:
-        """Copy `uri` (local or S3) to a local directory."""
-        fs, path = self.filesystem(uri)
-        with self._errors("download", uri):
-            os.makedirs(local_dir, exist_ok=True)
-            pafs.copy_files(
-                path,
-                local_dir,
-                source_filesystem=fs,
-                destination_filesystem=pafs.LocalFileSystem(),
-            )
-
     @contextlib.contextmanager
     def _errors(self, operation: str, uri: str) -> Iterator[None]:
         """Turn store errors into one error naming the operation, bucket and key."""
