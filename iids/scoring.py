@@ -13,6 +13,7 @@ import pyarrow as pa
 import torch
 
 from iids.bundle import Bundle, load_bundle
+from iids.model import for_inference
 from iids.storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ class Scorer:
             torch.set_num_threads(threads)
         self.bundle = bundle
         self.batch_size = batch_size
-        self.model = bundle.model.eval()
+        # Batch norms folded into the convolutions: same outputs, fewer passes.
+        self.model = for_inference(bundle.model)
 
     @classmethod
     def from_uri(cls, uri: str, storage: Storage | None = None, **kwargs) -> Scorer:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from iids.model import HybridConfig, HybridIDS
+from iids.model import HybridConfig, HybridIDS, for_inference
 
 
 @pytest.mark.parametrize(
@@ -76,3 +76,28 @@ def test_bf16_autocast_keeps_the_gru_in_fp32_and_close_to_fp32():
     assert seen == [torch.float32, torch.float32]
     assert torch.isfinite(mixed).all()
     torch.testing.assert_close(mixed.float(), full, atol=0.1, rtol=0.1)
+
+
+def test_written_out_attention_equals_the_attention_module():
+    torch.manual_seed(0)
+    model = HybridIDS(9, 6, HybridConfig())
+    h = torch.randn(5, 9, 64)
+    reference, _ = model.attn(h, h, h, need_weights=False)
+    torch.testing.assert_close(
+        model._self_attention(h), reference, rtol=1e-5, atol=1e-6
+    )
+
+
+def test_inference_copy_folds_batch_norms_and_keeps_the_outputs():
+    torch.manual_seed(0)
+    model = HybridIDS(60, 15, HybridConfig(num_blocks=3, strides=(2, 1, 2)))
+    model.train()
+    model(torch.randn(256, 60) * 3 + 1)  # running statistics away from 0 and 1
+    model.eval()
+    fused = for_inference(model)
+    x = torch.randn(32, 60)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-5)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in fused.modules())
+    # The trained model itself is untouched.
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()) == 9
