@@ -4,8 +4,9 @@ One run measures, on one machine:
 
 1. the machine's fp32 matrix-multiply rate (torch, one process, default threads) and the
    model's FLOPs per row, counted analytically, which give a ceiling in rows/s;
-2. the bare model (eval, `torch.inference_mode`, batch 4096, one process) against that
-   ceiling, for CICIoV2024 and Edge-IIoTset;
+2. the bare model (what the scoring core runs: `iids.model.for_inference`, eval,
+   `torch.inference_mode`, batch 4096, one process) against that ceiling, for CICIoV2024
+   and Edge-IIoTset, and other sizes, thread counts and bf16 autocast beside it;
 3. batch scoring end to end (`iids.batch.score_dataset`: Parquet in, Ray Data actor pool,
    Parquet out) against the bare model, over a grid of actors, threads and batch sizes;
 4. training samples/s per epoch on Ray Train with 1 and 2 workers;
@@ -253,9 +254,7 @@ def count_flops(model) -> dict[str, int]:
 def torch_counted_flops(model) -> dict[str, int]:
     """FLOPs per row that torch's FlopCounterMode sees, without and with autograd.
 
-    Under no_grad (how the model scores) it misses the fused CPU GRU and part of the
-    fast-path attention; with autograd on it sees the GRU's matmuls but not the
-    attention's score and weighted-sum matmuls.
+    A check on `count_flops`: the two agree when torch sees every matmul.
     """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -391,8 +390,11 @@ def _sample(data: _Data, rows: int, seed: int) -> np.ndarray:
 
 def measure_model(data: _Data, plan: Plan, machine: dict[str, Any]) -> dict[str, Any]:
     """Bare-model rows/s (eval, inference_mode, batch 4096, one process) vs the ceiling."""
+    from iids.model import for_inference
+
     X = data.preprocessor.transform(data.table.take(_sample(data, plan.bare_rows, 1)))
-    rows_per_s = _bare_rows_per_s(data.model, X, plan)
+    # What the scoring core runs: `Scorer` scores with `for_inference(model)`.
+    rows_per_s = _bare_rows_per_s(for_inference(data.model), X, plan)
     flops = count_flops(data.model)
     ceiling = machine["matmul_gflops"] * 1e9 / flops["total"]
     logger.info(
@@ -421,35 +423,67 @@ def measure_model(data: _Data, plan: Plan, machine: dict[str, Any]) -> dict[str,
     }
 
 
-def _bare_rows_per_s(model, X: np.ndarray, plan: Plan) -> float:
-    """Median rows/s of `predict_proba`, batch 4096, over reps of at least `bare_s`."""
+def _bare_rows_per_s(model, X: np.ndarray, plan: Plan, bf16: bool = False) -> float:
+    """Median rows/s of `predict_proba`, batch 4096, over reps of at least `bare_s`
+    (under bf16 autocast with `bf16`)."""
+    import contextlib
+
+    import torch
+
     from iids.scoring import predict_proba
 
-    predict_proba(model, X[: 2 * BATCH_SIZE], BATCH_SIZE)  # warm-up
-    rates = []
-    for _ in range(plan.bare_reps):
-        rows, started = 0, time.perf_counter()
-        while rows == 0 or time.perf_counter() - started < plan.bare_s:
-            predict_proba(model, X, BATCH_SIZE)
-            rows += len(X)
-        rates.append(rows / (time.perf_counter() - started))
+    autocast = (
+        torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+        if bf16
+        else contextlib.nullcontext()
+    )
+    with autocast:
+        predict_proba(model, X[: 2 * BATCH_SIZE], BATCH_SIZE)  # warm-up
+        rates = []
+        for _ in range(plan.bare_reps):
+            rows, started = 0, time.perf_counter()
+            while rows == 0 or time.perf_counter() - started < plan.bare_s:
+                predict_proba(model, X, BATCH_SIZE)
+                rows += len(X)
+            rates.append(rows / (time.perf_counter() - started))
     return statistics.median(rates)
 
 
-# Other model sizes, measured bare only: what a smaller model would buy.
-VARIANTS = {
-    "ciciov2024": {"same model, 1 thread": (None, 1)},
+# The model sizes each dataset used before the speed work; benchmarks/quality.py trains
+# them beside the configured sizes to compare test macro-F1.
+UNOPTIMISED = {
+    "ciciov2024": {
+        "channels": 32,
+        "num_blocks": 2,
+        "strides": (1, 1),
+        "gru_hidden": 32,
+        "num_heads": 4,
+    },
     "edge-iiotset": {
-        "same model, 1 thread": (None, 1),
-        "default sizes, strides (1, 1)": ({}, None),
-        "default sizes, strides (2, 2)": ({"strides": (2, 2)}, None),
-        "channels 32, gru 32, strides (1, 2, 1)": (
-            {"num_blocks": 3, "strides": (1, 2, 1)},
+        "channels": 64,
+        "num_blocks": 3,
+        "strides": (1, 2, 1),
+        "gru_hidden": 64,
+        "num_heads": 4,
+    },
+}
+
+# Other model sizes, thread counts and bf16 autocast, measured bare only: what a
+# change would buy. (sizes or None for the configured ones, threads or None, bf16)
+VARIANTS = {
+    "ciciov2024": {
+        "same model, 1 thread": (None, 1, False),
+        "same model, bf16 autocast (GRU in fp32)": (None, None, True),
+        "strides (1, 2): GRU over 5 positions": ({"strides": (1, 2)}, None, False),
+        "strides (2, 2): GRU over 3 positions": ({"strides": (2, 2)}, None, False),
+    },
+    "edge-iiotset": {
+        "same model, 1 thread": (None, 1, False),
+        "same model, bf16 autocast (GRU in fp32)": (None, None, True),
+        "unoptimised sizes: channels 64, GRU 64, strides (1, 2, 1)": (
+            UNOPTIMISED["edge-iiotset"],
             None,
-        ),
-        "channels 32, gru 32, strides (2, 2, 2)": (
-            {"num_blocks": 3, "strides": (2, 2, 2)},
-            None,
+            False,
         ),
     },
 }
@@ -461,22 +495,23 @@ def _variants(
     """Bare rows/s of other model sizes (or thread counts) on the same rows."""
     import torch
 
-    from iids.model import HybridConfig, HybridIDS
+    from iids.model import HybridConfig, HybridIDS, for_inference
 
     out = {}
     default_threads = torch.get_num_threads()
-    for label, (sizes, threads) in VARIANTS[data.name].items():
+    for label, (sizes, threads, bf16) in VARIANTS[data.name].items():
         config = data.model.config if sizes is None else HybridConfig(**sizes)
-        model = HybridIDS(X.shape[1], len(data.task.classes), config).eval()
+        model = for_inference(HybridIDS(X.shape[1], len(data.task.classes), config))
         torch.set_num_threads(threads or default_threads)
         try:
-            rows_per_s = _bare_rows_per_s(model, X, plan)
+            rows_per_s = _bare_rows_per_s(model, X, plan, bf16)
         finally:
             torch.set_num_threads(default_threads)
         flops = count_flops(model)["total"]
         out[label] = {
             "config": config.to_dict(),
             "threads": threads or default_threads,
+            "bf16": bf16,
             "flops_per_row": flops,
             "rows_per_s": round(rows_per_s, 1),
             "ceiling_ratio": round(rows_per_s * flops / (gflops * 1e9), 4),
@@ -898,6 +933,17 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": rate >= want,
             }
         )
+    for name, q in results.get("quality", {}).items():
+        if q.get("same_sizes"):
+            continue
+        new, old = q["configured"]["test_macro_f1"], q["unoptimised"]["test_macro_f1"]
+        rows.append(
+            {
+                "target": f"test macro-F1 (paper) >= the unoptimised model's ({name})",
+                "measured": f"{new:.4f} vs {old:.4f}",
+                "met": new >= old,
+            }
+        )
     return rows
 
 
@@ -940,10 +986,12 @@ def markdown(results: dict[str, Any]) -> str:
         f"**{machine['matmul_gflops']:.1f} GFLOP/s**. FLOPs per row are counted "
         "analytically (convolutions; GRU as 3 gates x (input + hidden) matmuls per step "
         "per direction; attention projections, scores and weighted sum; linear head). "
-        "torch's `FlopCounterMode`, shown for comparison, misses the fused CPU GRU and "
-        "part of the fast-path attention under no_grad (how the model scores), and "
-        "the attention's score and weighted-sum matmuls with autograd on. Ceiling = "
-        "matmul FLOP/s / FLOPs per row.",
+        "torch's `FlopCounterMode` count is shown as a check. "
+        "Ceiling = matmul FLOP/s / FLOPs per row. "
+        "The bare model is what batch and online scoring run (`iids.scoring.Scorer`): "
+        "`iids.model.for_inference(model)`, with the batch norms folded into the "
+        "convolutions, and attention computed as one q/k/v projection and batched "
+        "matmuls (the model's own forward, in training too).",
         "",
         "| dataset | features | L | conv | GRU | attention | head | FLOPs/row "
         "| FlopCounterMode no_grad / autograd | ceiling rows/s | bare model rows/s | of ceiling |",
@@ -970,13 +1018,14 @@ def markdown(results: dict[str, Any]) -> str:
         "configured model; what a change would buy; the ceiling is the 2-thread "
         "matmul rate's):",
         "",
-        "| dataset | variant | threads | FLOPs/row | rows/s | of ceiling |",
-        "|---|---|---:|---:|---:|---:|",
+        "| dataset | variant | threads | bf16 | FLOPs/row | rows/s | of ceiling |",
+        "|---|---|---:|---|---:|---:|---:|",
     ]
     for name in DATASETS:
         for label, var in results["model"][name]["variants"].items():
             lines.append(
-                f"| {name} | {label} | {var['threads']} | {var['flops_per_row']:,} "
+                f"| {name} | {label} | {var['threads']} "
+                f"| {'yes' if var.get('bf16') else 'no'} | {var['flops_per_row']:,} "
                 f"| {var['rows_per_s']:,.0f} | {100 * var['ceiling_ratio']:.1f}% |"
             )
 
@@ -1095,7 +1144,47 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {b['rows_per_s']:,.0f} | {m:,.0f} | {m / b['rows_per_s']:.2f} |"
         )
     lines += _serve_section(results.get("serve"))
+    lines += _quality_section(results.get("quality"))
     return "\n".join(lines) + "\n"
+
+
+def _quality_section(quality: dict | None) -> list[str]:
+    """Test macro-F1 of the configured model sizes against the ones they replaced."""
+    if not quality:
+        return []
+    lines = [
+        "",
+        "## 8. Quality: the configured model sizes against the unoptimised ones",
+        "",
+        "`python benchmarks/quality.py` (a separate run from the sections above): both "
+        "sizes trained with the same settings, data and seed (paper protocol, 2 CPU "
+        "workers), tested on the same split.",
+        "",
+        "| dataset | model | sizes | FLOPs/row | epochs | test macro-F1 | test accuracy "
+        "| training wall s |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    notes = []
+    for name, q in quality.items():
+        if q.get("same_sizes"):
+            notes.append(
+                f"- {name}: the configured sizes are the unoptimised ones "
+                f"(`{q['model']}`); the faster inference path computes the same "
+                "outputs (tests/unit/test_model.py)."
+            )
+            continue
+        for label in ("unoptimised", "configured"):
+            r = q[label]
+            lines.append(
+                f"| {name} | {label} | `{r['model']}` | {r['flops_per_row']:,} "
+                f"| {r['epochs_run']} | {r['test_macro_f1']:.4f} "
+                f"| {r['test_accuracy']:.4f} | {r['wall_s']:,.0f} |"
+            )
+        notes.append(
+            f"- {name}: {q['data']}; {q['epochs']} epochs, seed {q['seed']}; "
+            f"measured {q['measured_at']} with `{q['command']}`."
+        )
+    return [*lines, "", *notes]
 
 
 def _serve_section(serve: dict | None) -> list[str]:
@@ -1129,6 +1218,16 @@ def _serve_section(serve: dict | None) -> list[str]:
 # -- main ------------------------------------------------------------------------------
 
 
+def write_results(results: dict[str, Any]) -> None:
+    """results.json and RESULTS.md from every section measured so far (this run's, the
+    online-scoring script's and the quality script's), with the targets re-checked."""
+    if "bench" in results:
+        results["targets"] = targets(results)
+    RESULTS_JSON.write_text(json.dumps(results, indent=2) + "\n")
+    if "bench" in results:
+        RESULTS_MD.write_text(markdown(results))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
@@ -1140,7 +1239,7 @@ def main() -> None:
     parser.add_argument("--smote-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.render:
-        RESULTS_MD.write_text(markdown(json.loads(RESULTS_JSON.read_text())))
+        write_results(json.loads(RESULTS_JSON.read_text()))
         return
     if args.smote_child:
         smote_child(*args.smote_child)
@@ -1240,12 +1339,10 @@ def main() -> None:
         "data": {name: data.source for name, data in prepared.items()},
     }
     results["machine"]["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
-    results["targets"] = targets(results)
     existing = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
     existing.update(results)
-    RESULTS_JSON.write_text(json.dumps(existing, indent=2) + "\n")
-    RESULTS_MD.write_text(markdown(results))
-    for t in results["targets"]:
+    write_results(existing)
+    for t in existing["targets"]:
         logger.info("%s: %s (%s)", t["target"], t["measured"], _met(t["met"]))
     logger.info("done in %.1f min: %s, %s", duration_s / 60, RESULTS_JSON, RESULTS_MD)
 
