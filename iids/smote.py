@@ -155,16 +155,20 @@ def balance(
         for c in range(len(classes))
         if wanted[c] > counts[c]
     ]
+    # Each class's task gets that class's rows and one row of another class, not all
+    # of X: the short classes are the small ones.
+    work = [
+        (X[y == c], X[np.flatnonzero(y != c)[:1]], c, n, config, classes[c])
+        for c, n in jobs
+    ]
     if distributed and jobs:
         import ray
 
         task = ray.remote(num_cpus=1)(_synthesise)
-        X_ref = ray.put(X)
-        y_ref = ray.put(y)
-        refs = [task.remote(X_ref, y_ref, c, n, config, classes[c]) for c, n in jobs]
-        synthetic = ray.get(refs)
+        synthetic = ray.get([task.remote(*args) for args in work])
     else:
-        synthetic = [_synthesise(X, y, c, n, config, classes[c]) for c, n in jobs]
+        synthetic = [_synthesise(*args) for args in work]
+    del work
 
     X_res = np.concatenate([X, *synthetic]) if synthetic else X
     y_res = np.concatenate([y, *[np.full(n, c, dtype=y.dtype) for c, n in jobs]])
@@ -187,18 +191,23 @@ def balance(
 
 
 def _synthesise(
-    X: np.ndarray,
-    y: np.ndarray,
+    rows: np.ndarray,
+    foreign: np.ndarray,
     code: int,
     n_new: int,
     config: SamplingConfig,
     name: str,
 ) -> np.ndarray:
-    """`n_new` synthetic rows of one class, from that class's rows only."""
+    """`n_new` synthetic rows of one class, from that class's rows only.
+
+    Args:
+        rows: the class's rows, shape (n, F).
+        foreign: at most one row of another class, shape (0 or 1, F).
+    """
     from imblearn.over_sampling import SMOTE
 
     # Interpolate between distinct rows: neighbours that are copies add nothing.
-    own = np.unique(X[y == code], axis=0)
+    own = np.unique(rows, axis=0)
     rng = np.random.default_rng(config.seed + code)
     if len(own) < 2:
         logger.warning(
@@ -217,7 +226,7 @@ def _synthesise(
 
     # imbalanced-learn wants two classes; a single foreign row stands in for the rest
     # and is never a neighbour (SMOTE searches neighbours within the class).
-    other = X[y != code][:1] if (y != code).any() else own[:1] + 1.0
+    other = foreign if len(foreign) else own[:1] + 1.0
     X_fit = np.concatenate([own, other])
     y_fit = np.concatenate(
         [np.ones(len(own), dtype=np.int64), np.zeros(1, dtype=np.int64)]
@@ -228,4 +237,4 @@ def _synthesise(
         random_state=config.seed + code,
     )
     X_out, _ = smote.fit_resample(X_fit, y_fit)
-    return X_out[len(X_fit) :].astype(X.dtype, copy=False)
+    return X_out[len(X_fit) :].astype(rows.dtype, copy=False)
