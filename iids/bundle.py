@@ -117,11 +117,40 @@ def save_bundle(
     return uri
 
 
-def load_bundle(uri: str, storage: Storage | None = None) -> Bundle:
-    """Load a bundle for scoring.
+@dataclass(frozen=True)
+class BundleInfo:
+    """What a bundle says about itself, read without loading its weights.
+
+    Attributes:
+        version: the bundle's version.
+        preprocessor: raw rows to features (its `input_columns` are what rows need).
+        adapter: the dataset schema the model was trained on.
+        task: the task, whose `classes` give the label map (code -> name).
+        model_json: `model.json`: sizes and architecture.
+    """
+
+    version: str
+    preprocessor: Preprocessor
+    adapter: DatasetAdapter
+    task: Task
+    model_json: dict[str, Any]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.task.classes)
+
+    @property
+    def negative_class(self) -> str:
+        """The class that is not an attack (benign traffic)."""
+        return self.adapter.negative_class[self.task.name]
+
+
+def read_bundle_info(uri: str, storage: Storage | None = None) -> BundleInfo:
+    """Read a bundle's version, preprocessing, schema and classes (a few small files).
 
     Raises:
         FileNotFoundError: `uri` is not a bundle (the message lists what is missing).
+        ValueError: the label map and the schema disagree.
     """
     storage = storage or Storage()
     missing = [name for name in _REQUIRED if not storage.exists(join(uri, name))]
@@ -136,6 +165,25 @@ def load_bundle(uri: str, storage: Storage | None = None) -> Bundle:
     preprocessor = Preprocessor.from_dict(
         storage.read_json(join(uri, "preprocessing.json"))
     )
+    task = adapter.task(labels["task"])
+    if list(task.classes) != labels["classes"]:
+        raise ValueError(
+            f"{uri}: labels.json classes {labels['classes']} differ from the schema's "
+            f"task {task.name!r} classes {list(task.classes)}"
+        )
+    return BundleInfo(meta["version"], preprocessor, adapter, task, meta)
+
+
+def load_bundle(uri: str, storage: Storage | None = None) -> Bundle:
+    """Load a bundle for scoring.
+
+    Raises:
+        FileNotFoundError: `uri` is not a bundle (the message lists what is missing).
+        ValueError: the label map and the schema disagree.
+    """
+    storage = storage or Storage()
+    info = read_bundle_info(uri, storage)
+    meta = info.model_json
     config = storage.read_json(join(uri, "config.json"))
     report = None
     if storage.exists(join(uri, "report.json")):
@@ -154,10 +202,12 @@ def load_bundle(uri: str, storage: Storage | None = None) -> Bundle:
     )
     model.load_state_dict(state)
     model.eval()
-    task = adapter.task(labels["task"])
-    if list(task.classes) != labels["classes"]:
-        raise ValueError(
-            f"{uri}: labels.json classes {labels['classes']} differ from the schema's "
-            f"task {task.name!r} classes {list(task.classes)}"
-        )
-    return Bundle(meta["version"], model, preprocessor, adapter, task, config, report)
+    return Bundle(
+        info.version,
+        model,
+        info.preprocessor,
+        info.adapter,
+        info.task,
+        config,
+        report,
+    )

@@ -227,12 +227,32 @@ def score(
     input: Annotated[
         str, typer.Option("--input", help="Parquet rows to score (ingested)")
     ],
-    output: Annotated[str, typer.Option(help="where predictions are published")],
+    output: Annotated[
+        str,
+        typer.Option(
+            help="where predictions are published, with the rows that could not be "
+            "scored under _quarantine/"
+        ),
+    ],
     day: Annotated[
         str | None, typer.Option(help="score only the day=YYYY-MM-DD partition")
     ] = None,
-    actors: Annotated[int, typer.Option(help="scoring actors")] = 1,
-    threads: Annotated[int, typer.Option(help="torch threads per actor")] = 1,
+    actors: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="scoring actors, each holding one copy of the model "
+            "(default: one per --threads CPUs of the Ray cluster)",
+        ),
+    ] = None,
+    threads: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="torch threads per actor; on CPUs, more actors of 1 thread each "
+            "usually score faster than fewer actors with more threads",
+        ),
+    ] = 1,
     alert_attack_share: Annotated[
         float | None,
         typer.Option(help="exit 3 with an alert line above this share of attacks"),
@@ -264,6 +284,12 @@ def score(
         f"{summary['rows_scored']:,} rows scored at {summary['rows_per_s'] or 0:,.0f} rows/s "
         f"-> {summary['output']}"
     )
+    if summary["rows_quarantined"]:
+        console.print(
+            f"{summary['rows_quarantined']:,} rows quarantined "
+            f"{summary['quarantined_by_reason']} -> {summary['quarantine']}",
+            highlight=False,
+        )
     _emit(summary, json_out)
     if summary["alert"]:
         console.print(f"[bold red]{summary['alert']}[/]", highlight=False)

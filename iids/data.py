@@ -50,8 +50,16 @@ def read_dataset(
     *,
     columns: list[str] | None = None,
     partition: str | None = None,
+    num_cpus: float | None = None,
 ):
     """A Ray Dataset over an ingested dataset (or one of its partitions).
+
+    Args:
+        uri: the dataset's directory.
+        storage: where it lives.
+        columns: read only these columns.
+        partition: read only this partition (`day=YYYY-MM-DD`).
+        num_cpus: logical CPUs per read task (Ray Data's default: 1).
 
     Raises:
         FileNotFoundError: no such dataset or partition, or no data file in it.
@@ -70,5 +78,6 @@ def read_dataset(
         files,
         filesystem=fs,
         partitioning=Partitioning("hive", base_dir=root, filesystem=fs),
+        num_cpus=num_cpus,
     )
     return ds.select_columns(columns) if columns else ds

@@ -25,6 +25,38 @@ class FeatureError(ValueError):
     """Raw rows cannot be turned into features; the message names the column and row."""
 
 
+@dataclass(frozen=True)
+class RowFaults:
+    """Rows that cannot be turned into features, each with its first fault.
+
+    The reasons use ingest's quarantine vocabulary: `unparseable_number` (text that is
+    not a number in the column's base), `nonfinite_number` (NaN or infinity), plus
+    `missing_value` (an empty, null cell).
+
+    Attributes:
+        rows: positions of the faulty rows in the input, int64, shape (K,), ascending.
+        columns: per faulty row, the feature column at fault.
+        reasons: per faulty row, the reason.
+        values: per faulty row, the cell as found, as text (None for a null cell).
+        details: per faulty row, what was expected and what was found.
+    """
+
+    rows: np.ndarray
+    columns: list[str]
+    reasons: list[str]
+    values: list[str | None]
+    details: list[str]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def keep(self, num_rows: int) -> np.ndarray:
+        """The bool mask, shape (num_rows,), of the rows that are not faulty."""
+        mask = np.ones(num_rows, dtype=bool)
+        mask[self.rows] = False
+        return mask
+
+
 @dataclass
 class Preprocessor:
     """Fitted feature preparation.
@@ -124,14 +156,64 @@ class Preprocessor:
             FeatureError: a column is missing, or a cell is not a finite number; the
                 message names the column, the row and the value.
         """
+        out, bad = self._features(rows)
+        for col, mask in bad.items():
+            if mask.any():
+                row = int(np.flatnonzero(mask)[0])
+                value = rows[col][row].as_py()
+                raise FeatureError(
+                    f"column {col!r}, row {row}: expected a finite number, found "
+                    f"{value!r} ({int(mask.sum())} such row(s))"
+                )
+        return out
+
+    def transform_checked(self, rows: pa.Table) -> tuple[np.ndarray, RowFaults]:
+        """Features of the rows that can be turned into features; faults of the others.
+
+        A row is faulty when one of its numeric cells is empty, does not parse in the
+        column's base, or is not finite. Unseen categories are not faults: they get
+        the all-zero code, as rare categories do in training.
+
+        Args:
+            rows: a table holding at least `input_columns`, N rows.
+
+        Returns:
+            (features, faults): float32 features of the N - K good rows, in input
+            order, shape (N - K, num_features), and the K faulty rows.
+
+        Raises:
+            FeatureError: a column is missing (a problem of the whole table, not of
+                its rows).
+        """
+        out, bad = self._features(rows)
+        n = rows.num_rows
+        column = np.full(n, None, dtype=object)
+        for col, mask in bad.items():
+            column[mask & (column == None)] = col  # noqa: E711  (object array)
+        faulty = np.flatnonzero(column != None)  # noqa: E711
+        columns, reasons, values, details = [], [], [], []
+        for i in faulty:
+            col = str(column[i])
+            j = self.numeric.index(col)
+            reason, value, detail = _cell_fault(rows[col][int(i)], col, self.bases[j])
+            columns.append(col)
+            reasons.append(reason)
+            values.append(value)
+            details.append(detail)
+        faults = RowFaults(faulty.astype(np.int64), columns, reasons, values, details)
+        return (out[faults.keep(n)] if len(faults) else out), faults
+
+    def _features(self, rows: pa.Table) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Features (N, F) float32, and per numeric column the mask of faulty cells."""
         missing = [c for c in self.input_columns if c not in rows.column_names]
         if missing:
             raise FeatureError(
                 f"missing feature column(s) {missing}; expected {self.input_columns}"
             )
         out = np.empty((rows.num_rows, self.num_features), dtype=np.float32)
+        bad: dict[str, np.ndarray] = {}
         for j, col in enumerate(self.numeric):
-            values = self._numbers(rows[col], col, self.bases[j])
+            values, bad[col] = _numbers(rows[col], self.bases[j])
             std = self.stds[j] or 1.0
             out[:, j] = (values - self.means[j]) / std
         j = len(self.numeric)
@@ -142,26 +224,7 @@ class Preprocessor:
             for k, value in enumerate(vocab):
                 block[codes == value, k] = 1.0
             j += len(vocab)
-        return out
-
-    def _numbers(
-        self, cells: pa.ChunkedArray | pa.Array, col: str, base: int
-    ) -> np.ndarray:
-        """One numeric column as finite float64, or a FeatureError naming the row."""
-        if pa.types.is_integer(cells.type) or pa.types.is_floating(cells.type):
-            values = np.asarray(cells.to_numpy(zero_copy_only=False), dtype=np.float64)
-            bad = ~np.isfinite(values)
-        else:
-            values, bad = parse_numbers(cells, base)
-            bad |= ~np.isfinite(values)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            value = cells[row].as_py()
-            raise FeatureError(
-                f"column {col!r}, row {row}: expected a finite number, found {value!r} "
-                f"({int(bad.sum())} such row(s))"
-            )
-        return values
+        return out, bad
 
     def snap(self, features: np.ndarray) -> np.ndarray:
         """Round synthetic rows back onto valid values, in place.
@@ -200,3 +263,35 @@ class Preprocessor:
     @classmethod
     def from_dict(cls, data: dict) -> Preprocessor:
         return cls(**data)
+
+
+def _numbers(
+    cells: pa.ChunkedArray | pa.Array, base: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One numeric column as float64 and the mask of cells that are not finite numbers."""
+    if pa.types.is_integer(cells.type) or pa.types.is_floating(cells.type):
+        values = np.asarray(cells.to_numpy(zero_copy_only=False), dtype=np.float64)
+        return values, ~np.isfinite(values)
+    values, bad = parse_numbers(cells, base)
+    return values, bad | ~np.isfinite(values)
+
+
+def _cell_fault(cell: pa.Scalar, col: str, base: int) -> tuple[str, str | None, str]:
+    """(reason, value as text, detail) of one numeric cell that is not a finite number."""
+    value = cell.as_py()
+    if value is None:
+        return "missing_value", None, f"column {col}: expected a number, found null"
+    text = value if isinstance(value, str) else repr(value)
+    if isinstance(value, str):
+        _, unparseable = parse_numbers(pa.array([value]), base)
+        if unparseable[0]:
+            return (
+                "unparseable_number",
+                text,
+                f"column {col}: expected a base-{base} number, found {value!r}",
+            )
+    return (
+        "nonfinite_number",
+        text,
+        f"column {col}: expected a finite number, found {text!r}",
+    )

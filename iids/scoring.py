@@ -14,6 +14,7 @@ import torch
 
 from iids.bundle import Bundle, load_bundle
 from iids.model import for_inference
+from iids.preprocess import RowFaults
 from iids.storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -104,3 +105,18 @@ class Scorer:
         """
         proba = self.predict_proba(self.features(rows))
         return proba.argmax(axis=1), proba
+
+    def score_checked(self, rows: pa.Table) -> tuple[np.ndarray, np.ndarray, RowFaults]:
+        """Score the rows that can be turned into features; report the others.
+
+        Returns:
+            (predicted, proba, faults): int64 class codes, shape (M,), and float32
+            probabilities, shape (M, C), of the M rows not in `faults`, in input order;
+            `faults` holds the other N - M rows, each with its column and reason.
+
+        Raises:
+            FeatureError: a feature column is missing from `rows` altogether.
+        """
+        features, faults = self.bundle.preprocessor.transform_checked(rows)
+        proba = self.predict_proba(features)
+        return proba.argmax(axis=1), proba, faults

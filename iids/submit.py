@@ -118,7 +118,12 @@ class ScoreJobConfig(_Strict):
     input: str | None = Field(None, description="ingested Parquet rows (URI)")
     output: str | None = Field(None, description="where predictions are published")
     day: str | None = Field(None, description="YYYY-MM-DD; default: yesterday (UTC)")
-    num_actors: int = Field(1, ge=1, description="scoring actors")
+    num_actors: int | None = Field(
+        None,
+        ge=1,
+        description="scoring actors; default: one per threads_per_actor CPUs of the "
+        "Ray cluster when scoring starts",
+    )
     threads_per_actor: int = Field(1, ge=1, description="torch threads per actor")
     alert_attack_share: float | None = Field(
         None, ge=0.0, le=1.0, description="exit 3 with an alert above this attack share"

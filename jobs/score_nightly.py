@@ -29,8 +29,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", help="ingested Parquet rows, partitioned by day")
     parser.add_argument("--output", help="where predictions are published")
     parser.add_argument("--day", help="YYYY-MM-DD (default: yesterday, UTC)")
-    parser.add_argument("--actors", type=int, help="scoring actors")
-    parser.add_argument("--threads", type=int, help="torch threads per actor")
+    parser.add_argument(
+        "--actors",
+        type=int,
+        help="scoring actors, each holding one copy of the model (default: one per "
+        "--threads CPUs of the Ray cluster when scoring starts)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads per actor (default: 1; on CPUs, more actors of one "
+        "thread each usually score faster than fewer actors with more threads)",
+    )
     parser.add_argument(
         "--alert-attack-share",
         type=float,

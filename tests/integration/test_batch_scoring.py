@@ -1,19 +1,31 @@
-"""Nightly batch scoring: one prediction per row, published once, reruns replace."""
+"""Nightly batch scoring: one prediction per row, published once, reruns replace.
+
+Rows that cannot be scored are quarantined beside the predictions, a night that cannot be
+scored at all publishes nothing, and a scoring actor killed mid-night is replaced without
+losing or repeating a row.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 
-from iids.batch import SUCCESS, score_dataset
+from iids.batch import SUCCESS, SUMMARY_MD, score_dataset
 from iids.datasets import get_adapter
 from iids.ingest import ingest
+from iids.preprocess import FeatureError
 from iids.scoring import Scorer
-from tests.builders import can_csv, tiny_bundle
+from tests.builders import can_csv, can_rows, tiny_bundle
 
 DAY = "2026-12-02"
 
@@ -108,3 +120,193 @@ def test_alert_threshold_flags_the_night(logs):
     assert summary["attack_share"] > 0
     assert summary["alert"].startswith("ALERT: ")
     assert f"day={DAY}" in summary["alert"]
+
+
+# -- rows that cannot be scored, nights that cannot be scored, actors that die ------------
+
+
+def _keyed_rows(n: int, seed: int) -> pa.Table:
+    """`n` typed CAN rows with a `row_key` (`r0000`, ...)."""
+    rows = can_rows(n, seed=seed)
+    return rows.append_column("row_key", pa.array([f"r{i:04d}" for i in range(n)]))
+
+
+def _with_cells(rows: pa.Table, column: str, cells: dict[int, object], type_=None):
+    """`rows` with some cells of `column` replaced (and the column cast to `type_`)."""
+    values = rows[column].to_pylist()
+    if type_ == pa.string():
+        values = [str(int(v)) for v in values]
+    for i, value in cells.items():
+        values[i] = value
+    index = rows.column_names.index(column)
+    return rows.set_column(index, column, pa.array(values, type_ or rows[column].type))
+
+
+def test_rows_that_cannot_be_scored_are_quarantined_beside_the_night(
+    ray_session, tmp_path
+):
+    # Logs written by another tool: a NaN, an infinity, an empty cell, text that is
+    # not a number, and one row with two faults, in two files of one night.
+    rows = _keyed_rows(400, seed=8)
+    rows = _with_cells(rows, "DATA_2", {5: float("nan"), 9: float("inf")})
+    rows = _with_cells(rows, "DATA_2", {30: float("nan")})
+    rows = _with_cells(rows, "ID", {12: None})
+    rows = _with_cells(rows, "DATA_5", {20: "n/a", 30: "x"}, type_=pa.string())
+    night = tmp_path / "logs" / "day=2026-12-04"
+    night.mkdir(parents=True)
+    pq.write_table(rows.slice(0, 200), night / "part-0.parquet")
+    pq.write_table(rows.slice(200), night / "part-1.parquet")
+    bundle = tiny_bundle(tmp_path / "models")
+    out = tmp_path / "predictions"
+    target = out / "day=2026-12-04"
+
+    summary = score_dataset(
+        bundle, str(tmp_path / "logs"), str(out), day="2026-12-04", batch_size=64
+    )
+
+    # Every row is accounted for, once, in the summary and its manifest.
+    assert summary["rows_in"] == 400
+    assert summary["rows_scored"] == 395 == sum(summary["rows_per_class"].values())
+    assert summary["rows_quarantined"] == 5
+    assert summary["quarantined_by_reason"] == {
+        "nonfinite_number": 3,
+        "missing_value": 1,
+        "unparseable_number": 1,
+    }
+    assert summary["quarantine"] == str(target / "_quarantine")
+    manifest = json.loads((target / SUCCESS).read_text())
+    assert manifest["rows_quarantined"] == 5
+    assert manifest["quarantined_by_reason"] == summary["quarantined_by_reason"]
+    markdown = (target / SUMMARY_MD).read_text()
+    assert "400 rows in, 395 scored, 5 quarantined" in markdown
+    assert f"`{target / '_quarantine'}`" in markdown
+    assert "| nonfinite_number | 3 |" in markdown
+
+    # Readers of the night see the predictions only, one per good row.
+    predictions = pads.dataset(target, format="parquet").to_table()
+    bad = {"r0005", "r0009", "r0012", "r0020", "r0030"}
+    keys = predictions["row_key"].to_pylist()
+    assert len(keys) == len(set(keys)) == 395
+    assert set(keys) == {f"r{i:04d}" for i in range(400)} - bad
+
+    # Each quarantined row names its column, the value found and the reason.
+    quarantined = pq.read_table(target / "_quarantine").sort_by("row_key")
+    found = quarantined.select(["row_key", "column", "reason", "value"])
+    assert [tuple(r.values()) for r in found.to_pylist()] == [
+        ("r0005", "DATA_2", "nonfinite_number", "nan"),
+        ("r0009", "DATA_2", "nonfinite_number", "inf"),
+        ("r0012", "ID", "missing_value", None),
+        ("r0020", "DATA_5", "unparseable_number", "n/a"),
+        ("r0030", "DATA_2", "nonfinite_number", "nan"),
+    ]
+    details = {r["row_key"]: r["detail"] for r in quarantined.to_pylist()}
+    assert details["r0020"] == "column DATA_5: expected a base-10 number, found 'n/a'"
+    assert details["r0009"] == "column DATA_2: expected a finite number, found 'inf'"
+    assert set(quarantined["model_version"].to_pylist()) == {summary["model_version"]}
+
+
+def test_a_file_without_a_feature_column_fails_the_night_and_publishes_nothing(
+    ray_session, tmp_path
+):
+    data, out = tmp_path / "logs", tmp_path / "predictions"
+    data.mkdir()
+    pq.write_table(_keyed_rows(300, seed=10), data / "part-0.parquet")
+    bundle = tiny_bundle(tmp_path / "models")
+    first = score_dataset(bundle, str(data), str(out))
+    assert first["rows_scored"] == 300
+
+    # A second export arrives without DATA_7: the whole night is refused.
+    pq.write_table(
+        _keyed_rows(50, seed=11).drop_columns(["DATA_7"]), data / "x.parquet"
+    )
+    with pytest.raises(
+        FeatureError,
+        match=r"x\.parquet: missing feature column\(s\) \['DATA_7'\] that model .* "
+        r"needs",
+    ):
+        score_dataset(bundle, str(data), str(out))
+
+    # The previous output stands as it was; nothing half-written is left beside it.
+    assert json.loads((out / SUCCESS).read_text()) == first
+    assert pads.dataset(out, format="parquet").count_rows() == 300
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "logs",
+        "models",
+        "predictions",
+    ]
+
+
+def _scoring_actors() -> dict[str, dict]:
+    """This Ray's live scoring actors by id, with their process id and restarts.
+
+    Ray's state API needs the dashboard, which the test session does not start; the
+    actor table it reads is the same.
+    """
+    from ray._private import state
+
+    return {
+        actor_id: actor
+        for actor_id, actor in state.actors().items()
+        if "_ScoringActor" in actor["ActorClassName"] and actor["State"] == "ALIVE"
+    }
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds a process has used (user + system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_a_scoring_actor_killed_mid_night_is_replaced_and_every_row_scored_once(
+    ray_session, tmp_path
+):
+    from ray._private import state
+
+    data, out = tmp_path / "logs", tmp_path / "predictions"
+    data.mkdir()
+    rows = _keyed_rows(120_000, seed=12)
+    for i in range(6):
+        pq.write_table(rows.slice(i * 20_000, 20_000), data / f"part-{i}.parquet")
+    bundle = tiny_bundle(tmp_path / "models")
+
+    # Score in the background with one actor: the night takes several seconds.
+    result: dict = {}
+
+    def night() -> None:
+        try:
+            result["summary"] = score_dataset(
+                bundle, str(data), str(out), num_actors=1, batch_size=1024
+            )
+        except BaseException as exc:  # reported by the assertions below
+            result["error"] = exc
+
+    runner = threading.Thread(target=night)
+    runner.start()
+
+    # Once the actor has loaded the bundle and scored for a second, kill its process.
+    deadline = time.monotonic() + 300
+    while not (actors := _scoring_actors()):
+        assert runner.is_alive(), f"the night ended before any kill: {result}"
+        assert time.monotonic() < deadline, "no scoring actor started in 300 s"
+        time.sleep(0.05)
+    assert len(actors) == 1, actors
+    [(actor_id, actor)] = actors.items()
+    loaded_s = _cpu_s(actor["Pid"])
+    while _cpu_s(actor["Pid"]) < loaded_s + 1.0:
+        assert runner.is_alive(), f"the night ended before any kill: {result}"
+        assert time.monotonic() < deadline, "the scoring actor did not start scoring"
+        time.sleep(0.05)
+    os.kill(actor["Pid"], signal.SIGKILL)
+    killed_mid_night = runner.is_alive()
+    runner.join(timeout=600)
+
+    # The night completed: every row scored exactly once, by a restarted actor.
+    assert killed_mid_night
+    assert not runner.is_alive()
+    assert "error" not in result, result.get("error")
+    assert result["summary"]["rows_in"] == result["summary"]["rows_scored"] == 120_000
+    keys = pads.dataset(out, format="parquet").to_table()["row_key"].to_pylist()
+    assert len(keys) == len(set(keys)) == 120_000
+    assert state.actors(actor_id)["NumRestarts"] >= 1
+    assert not list(tmp_path.glob("*.staging-*"))

@@ -11,7 +11,9 @@ import socket
 import time
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 
 from iids.batch import SUCCESS, score_dataset
@@ -135,6 +137,37 @@ def test_batch_scoring_s3_to_s3_publishes_once_and_a_rerun_replaces(s3, nightly)
     keys = _keys(s3, "nightly/predictions/")
     assert not [k for k in keys if ".staging-" in k]
     assert f"nightly/predictions/day={DAY}/{SUCCESS}" in keys
+
+
+def test_quarantined_rows_are_published_on_s3_with_the_night(s3, tmp_path):
+    # Rows written by another tool, one with a NaN, uploaded as one night.
+    rows = can_rows(200, seed=13)
+    rows = rows.append_column("row_key", pa.array([f"k{i:03d}" for i in range(200)]))
+    data_2 = rows["DATA_2"].to_pylist()
+    data_2[7] = float("nan")
+    rows = rows.set_column(3, "DATA_2", pa.array(data_2))
+    local = tmp_path / "logs" / f"day={DAY}"
+    local.mkdir(parents=True)
+    pq.write_table(rows, local / "part-0.parquet")
+    logs = s3.uri("quarantine", "logs")
+    s3.storage.upload_dir(str(tmp_path / "logs"), logs)
+    bundle = tiny_bundle(tmp_path / "models")
+    out = s3.uri("quarantine", "predictions")
+    target = join(out, f"day={DAY}")
+
+    summary = score_dataset(bundle, logs, out, day=DAY, storage=s3.storage)
+
+    assert (summary["rows_in"], summary["rows_scored"]) == (200, 199)
+    assert summary["quarantined_by_reason"] == {"nonfinite_number": 1}
+    assert summary["quarantine"] == join(target, "_quarantine")
+    fs, path = s3.storage.filesystem(summary["quarantine"])
+    quarantined = pads.dataset(path, filesystem=fs, format="parquet").to_table()
+    assert quarantined.select(["row_key", "column", "value"]).to_pylist() == [
+        {"row_key": "k007", "column": "DATA_2", "value": "nan"}
+    ]
+    keys = _keys(s3, "quarantine/predictions/")
+    assert not [k for k in keys if ".staging-" in k]
+    assert f"quarantine/predictions/day={DAY}/{SUCCESS}" in keys
 
 
 # -- errors that tell the operator what to fix --------------------------------------------

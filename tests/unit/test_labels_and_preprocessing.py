@@ -97,6 +97,36 @@ def test_missing_column_and_non_finite_value_are_named():
         pre.transform(bad)
 
 
+def test_checked_transform_reports_each_faulty_row_and_keeps_the_others():
+    rows = can_rows(12)
+    pre = fitted_preprocessor(rows)
+    text = pa.array(
+        [str(int(v)) for v in rows["DATA_4"].to_pylist()[:8]]
+        + ["0x1f", " 7 ", "seven", "-inf"]
+    )
+    ids = rows["ID"].to_pylist()
+    ids[2], ids[11] = None, float("nan")
+    mixed = rows.set_column(5, "DATA_4", text)
+    mixed = mixed.set_column(0, "ID", pa.array(ids, pa.float64()))
+
+    features, faults = pre.transform_checked(mixed)
+
+    # Row 11 has two faults; the first column in feature order is the one reported.
+    assert faults.rows.tolist() == [2, 10, 11]
+    assert faults.columns == ["ID", "DATA_4", "ID"]
+    assert faults.reasons == ["missing_value", "unparseable_number", "nonfinite_number"]
+    assert faults.values == [None, "seven", "nan"]
+    assert (
+        faults.details[1] == "column DATA_4: expected a base-10 number, found 'seven'"
+    )
+    # The other rows get exactly the features the raising transform gives them.
+    keep = faults.keep(12)
+    assert keep.sum() == 9 == len(features)
+    np.testing.assert_array_equal(features, pre.transform(mixed.filter(pa.array(keep))))
+    with pytest.raises(FeatureError, match=r"missing feature column\(s\) \['DATA_7'\]"):
+        pre.transform_checked(rows.drop_columns(["DATA_7"]))
+
+
 def test_snap_rounds_whole_number_columns_in_raw_units():
     rows = can_rows(40)
     pre = fitted_preprocessor(rows)
