@@ -19,7 +19,7 @@ present (else `iids.synth`), Edge-IIoTset from `iids.synth`. Model sizes and tra
 sizes come from `jobs/configs/<dataset>.yaml`. Models are untrained: speed does not depend
 on the weights.
 
-    python benchmarks/bench.py           # the full run (15-25 minutes on 2 cores)
+    python benchmarks/bench.py           # the full run (about 17 minutes on 2 cores)
     python benchmarks/bench.py --quick   # small sizes, to check the script (2-3 minutes)
 
 Writes benchmarks/results.json (other keys, such as `serve`, are kept) and
@@ -1028,8 +1028,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "## 3. Batch scoring end to end (Parquet in, Ray Data actors, Parquet out)",
         "",
-        "`iids.batch.score_dataset`, wall time of the whole call (count, read, "
-        "preprocess, score, write, verify, publish), on a local Ray with 2 CPUs "
+        "`iids.batch.score_dataset`, wall time of the whole call (check the input, "
+        "read, preprocess, score, write, verify, publish), on a local Ray with 2 CPUs "
         "(`init_ray(num_cpus=2)`); the input is a shuffled sample of the ingested "
         "rows in 8 Parquet files, sized to about "
         f"{meta['score_s']:.0f} s of one-thread model time. "
