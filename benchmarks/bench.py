@@ -900,44 +900,40 @@ def _met(ok: bool) -> str:
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target with its measured value and whether it is met."""
     rows = []
+
+    def add(target: str, measured: str, met: bool) -> None:
+        rows.append({"target": target, "measured": measured, "met": met})
+
     for name in DATASETS:
         ratio = results["model"][name]["ceiling_ratio"]
-        rows.append(
-            {
-                "target": f"bare model >= 50% of ceiling ({name})",
-                "measured": f"{100 * ratio:.1f}%",
-                "met": ratio >= TARGETS["model_ceiling_ratio"],
-            }
+        add(
+            f"bare model >= 50% of ceiling ({name})",
+            f"{100 * ratio:.1f}%",
+            ratio >= TARGETS["model_ceiling_ratio"],
         )
     for name in DATASETS:
         rate = results["batch_scoring"][name]["rows_per_s"]
         want = TARGETS["batch_rows_per_s"][name]
-        rows.append(
-            {
-                "target": f"batch scoring >= {want:,} rows/s ({name})",
-                "measured": f"{rate:,.0f} rows/s",
-                "met": rate >= want,
-            }
+        add(
+            f"batch scoring >= {want:,} rows/s ({name})",
+            f"{rate:,.0f} rows/s",
+            rate >= want,
         )
     for name in DATASETS:
         ratio = results["batch_scoring"][name]["ratio_to_model"]
-        rows.append(
-            {
-                "target": f"nightly scoring >= 0.8 of the bare model's rate ({name})",
-                "measured": f"{ratio:.2f}",
-                "met": ratio >= TARGETS["scoring_ratio_to_model"],
-            }
+        add(
+            f"nightly scoring >= 0.8 of the bare model's rate ({name})",
+            f"{ratio:.2f}",
+            ratio >= TARGETS["scoring_ratio_to_model"],
         )
     for name, q in results.get("quality", {}).items():
         if q.get("same_sizes"):
             continue
         new, old = q["configured"]["test_macro_f1"], q["unoptimised"]["test_macro_f1"]
-        rows.append(
-            {
-                "target": f"test macro-F1 (paper) >= the unoptimised model's ({name})",
-                "measured": f"{new:.4f} vs {old:.4f}",
-                "met": new >= old,
-            }
+        add(
+            f"test macro-F1 (paper) >= the unoptimised model's ({name})",
+            f"{new:.4f} vs {old:.4f}",
+            new >= old,
         )
     return rows
 
