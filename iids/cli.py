@@ -95,8 +95,10 @@ def ingest(
     """Ingest raw CSV/Parquet into partitioned Parquet, quarantining bad rows."""
     from iids.datasets import get_adapter
     from iids.ingest import ingest as run_ingest
+    from iids.ingest import parse_day
 
     try:
+        day = parse_day(day) if day else None
         adapter = get_adapter(dataset, encoding=encoding, schema=schema)
         _ray()
         manifest = run_ingest(
@@ -119,7 +121,8 @@ def ingest(
         else "-",
     )
     console.print(table)
-    console.print(f"manifest: {output}/_manifest.json")
+    written = f"{output.rstrip('/')}/day={day}" if day else output.rstrip("/")
+    console.print(f"manifest: {written}/_manifest.json")
     _emit(manifest, json_out)
 
 
@@ -261,8 +264,10 @@ def score(
 ) -> None:
     """Batch-score stored rows with Ray Data; publish predictions exactly once."""
     from iids.batch import score_dataset
+    from iids.ingest import parse_day
 
     try:
+        day = parse_day(day) if day else None
         _ray()
         summary = score_dataset(
             model,
@@ -274,7 +279,7 @@ def score(
             threads_per_actor=threads,
             alert_attack_share=alert_attack_share,
         )
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, OSError, RuntimeError) as exc:  # OSError: e.g. output is a file
         _fail(exc)
     table = Table("predicted class", "rows")
     for name, count in summary["rows_per_class"].items():

@@ -160,7 +160,10 @@ def parse_day(day: str) -> str:
     Raises:
         ValueError: not a calendar day in that form.
     """
+    # fromisoformat alone would also take 20261202 or 2026-W49-3.
     try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
+            raise ValueError
         return dt.date.fromisoformat(day).isoformat()
     except ValueError:
         raise ValueError(

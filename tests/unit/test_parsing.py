@@ -5,6 +5,7 @@ import pyarrow as pa
 import pytest
 
 from iids.datasets import canonical_category, get_adapter, parse_numbers
+from iids.ingest import parse_day
 
 
 def test_decimal_cells_written_differently_parse_alike():
@@ -62,3 +63,15 @@ def test_unknown_task_and_encoding_are_named():
         get_adapter("ciciov2024").task("nope")
     with pytest.raises(ValueError, match="encoding must be one of"):
         get_adapter("ciciov2024", encoding="octal")
+
+
+@pytest.mark.parametrize(
+    "day", ["20261202", "2026-13-02", "2026-W49-3", "12/02/2026", ""]
+)
+def test_a_day_must_be_written_yyyy_mm_dd(day):
+    with pytest.raises(ValueError, match="day must be a date written YYYY-MM-DD"):
+        parse_day(day)
+
+
+def test_a_calendar_day_passes_unchanged():
+    assert parse_day("2026-12-02") == "2026-12-02"
