@@ -186,15 +186,16 @@ class Preprocessor:
                 its rows).
         """
         out, bad = self._features(rows)
-        n = rows.num_rows
-        column = np.full(n, None, dtype=object)
-        for col, mask in bad.items():
-            column[mask & (column == None)] = col  # noqa: E711  (object array)
-        faulty = np.flatnonzero(column != None)  # noqa: E711
+        n, none = rows.num_rows, len(self.numeric)
+        # Per row, the first faulty numeric column in feature order (`none`: no fault).
+        first = np.full(n, none)
+        for j, col in enumerate(self.numeric):
+            first[bad[col] & (first == none)] = j
+        faulty = np.flatnonzero(first < none)
         columns, reasons, values, details = [], [], [], []
         for i in faulty:
-            col = str(column[i])
-            j = self.numeric.index(col)
+            j = int(first[i])
+            col = self.numeric[j]
             reason, value, detail = _cell_fault(rows[col][int(i)], col, self.bases[j])
             columns.append(col)
             reasons.append(reason)
