@@ -149,10 +149,16 @@ def read_bundle_info(uri: str, storage: Storage | None = None) -> BundleInfo:
     """Read a bundle's version, preprocessing, schema and classes (a few small files).
 
     Raises:
-        FileNotFoundError: `uri` is not a bundle (the message lists what is missing).
+        FileNotFoundError: nothing is at `uri`, or it is not a bundle (the message
+            lists what is missing).
         ValueError: the label map and the schema disagree.
     """
     storage = storage or Storage()
+    if not storage.exists(uri):
+        raise FileNotFoundError(
+            f"{uri}: no such model bundle (nothing is there). Pass the directory that "
+            "`iids train` printed (…/models/<version>)."
+        )
     missing = [name for name in _REQUIRED if not storage.exists(join(uri, name))]
     if missing:
         raise FileNotFoundError(
@@ -178,7 +184,8 @@ def load_bundle(uri: str, storage: Storage | None = None) -> Bundle:
     """Load a bundle for scoring.
 
     Raises:
-        FileNotFoundError: `uri` is not a bundle (the message lists what is missing).
+        FileNotFoundError: nothing is at `uri`, or it is not a bundle (the message
+            lists what is missing).
         ValueError: the label map and the schema disagree.
     """
     storage = storage or Storage()

@@ -29,7 +29,9 @@ def dataset_files(
         )
     base = f"{root}/{partition}" if partition else root
     if fs.get_file_info(base).type == pafs.FileType.NotFound:
-        raise FileNotFoundError(f"{uri}: no partition {partition!r}")
+        raise FileNotFoundError(
+            f"{uri}: no partition {partition!r}; {_partitions_found(fs, root)}"
+        )
     infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
     files = sorted(
         info.path
@@ -42,6 +44,20 @@ def dataset_files(
         )
     )
     return files
+
+
+def _partitions_found(fs: pafs.FileSystem, root: str, shown: int = 10) -> str:
+    """What partitions `root` holds, in words (the latest `shown` of them)."""
+    names = sorted(
+        info.base_name
+        for info in fs.get_file_info(pafs.FileSelector(root))
+        if info.type == pafs.FileType.Directory and "=" in info.base_name
+    )
+    if not names:
+        return "it has no partitions"
+    latest = ", ".join(names[-shown:])
+    more = f" (the latest {shown} of {len(names)})" if len(names) > shown else ""
+    return f"it has {latest}{more}"
 
 
 def read_dataset(

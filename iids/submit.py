@@ -253,6 +253,19 @@ def require(config: JobConfig, source: str | Path | None, flags: str = "") -> No
         )
 
 
+def run_job(logger: logging.Logger, what: str, work: Callable[[], int]) -> int:
+    """Run a job's work. A failure iids explains (bad input, storage, a missing path)
+    ends the job with exit status 1 and its message as the last log line, not a
+    traceback; anything else still raises."""
+    from iids.storage import StorageError
+
+    try:
+        return work()
+    except (StorageError, FileNotFoundError, ValueError) as exc:
+        logger.error("%s failed: %s", what, exc)
+        return 1
+
+
 def yesterday_utc(now: dt.datetime | None = None) -> str:
     """The day before `now` (default: the current UTC time), as YYYY-MM-DD."""
     now = now or dt.datetime.now(dt.UTC)

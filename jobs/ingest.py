@@ -16,7 +16,7 @@ import logging
 import sys
 
 from iids.config import ConfigError, configure_logging, ray_address, storage_from_env
-from iids.submit import load_job_config, require
+from iids.submit import IngestJobConfig, load_job_config, require, run_job
 
 logger = logging.getLogger("jobs.ingest")
 
@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("%s", exc)
         return 2
 
+    return run_job(logger, "ingest", lambda: _run(job))
+
+
+def _run(job: IngestJobConfig) -> int:
     from iids.datasets import get_adapter
     from iids.ingest import ingest
     from iids.runtime import init_ray

@@ -17,7 +17,7 @@ import logging
 import sys
 
 from iids.config import ConfigError, configure_logging, ray_address, storage_from_env
-from iids.submit import load_job_config, require, yesterday_utc
+from iids.submit import ScoreJobConfig, load_job_config, require, run_job, yesterday_utc
 
 logger = logging.getLogger("jobs.score_nightly")
 
@@ -67,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         logger.error("%s", exc)
         return 2
+
+    return run_job(logger, "scoring", lambda: _run(job))
+
+
+def _run(job: ScoreJobConfig) -> int:
     day = job.day or yesterday_utc()
 
     from iids.batch import score_dataset

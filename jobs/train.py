@@ -17,7 +17,7 @@ import logging
 import sys
 
 from iids.config import ConfigError, configure_logging, ray_address, storage_from_env
-from iids.submit import load_job_config, require
+from iids.submit import TrainJobConfig, load_job_config, require, run_job
 
 logger = logging.getLogger("jobs.train")
 
@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("%s", exc)
         return 2
 
+    return run_job(logger, "training", lambda: _run(job))
+
+
+def _run(job: TrainJobConfig) -> int:
     from iids.runtime import init_ray
     from iids.train import train
 

@@ -8,6 +8,7 @@ losing or repeating a row.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import threading
@@ -106,10 +107,33 @@ def test_empty_day_gives_a_zero_row_summary(logs):
 
 def test_missing_day_is_a_clear_error(logs):
     root, bundle = logs
-    with pytest.raises(FileNotFoundError, match=r"no partition 'day=2026-11-30'"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"no partition 'day=2026-11-30'; it has day=2026-12-01, day=2026-12-02, "
+        r"day=2026-12-03$",
+    ):
         score_dataset(bundle, str(root / "logs"), str(root / "p"), day="2026-11-30")
     with pytest.raises(ValueError, match="day must be a date written YYYY-MM-DD"):
         score_dataset(bundle, str(root / "logs"), str(root / "p"), day="yesterday")
+
+
+def test_nightly_job_with_a_missing_bundle_exits_1_naming_it(logs, caplog):
+    from jobs import score_nightly
+
+    root, _ = logs
+    missing = root / "models" / "no-such-version"
+    argv = ["--model", str(missing), "--input", str(root / "logs")]
+    argv += ["--output", str(root / "p-job"), "--day", DAY]
+
+    with caplog.at_level(logging.ERROR):
+        code = score_nightly.main(argv)
+
+    assert code == 1
+    assert caplog.records[-1].getMessage() == (
+        f"scoring failed: {missing}: no such model bundle (nothing is there). Pass "
+        "the directory that `iids train` printed (…/models/<version>)."
+    )
+    assert not (root / "p-job").exists()
 
 
 def test_alert_threshold_flags_the_night(logs):

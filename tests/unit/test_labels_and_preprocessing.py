@@ -72,6 +72,8 @@ def test_loading_a_non_bundle_says_what_is_missing(tmp_path):
         FileNotFoundError, match=r"not a model bundle: missing \['model"
     ):
         load_bundle(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"models/v1: no such model bundle"):
+        load_bundle(str(tmp_path / "models" / "v1"))
 
 
 def test_scaling_and_text_input_give_the_same_features():
