@@ -210,13 +210,139 @@ class HybridIDS(nn.Module):
         return length
 
 
-def for_inference(model: HybridIDS) -> HybridIDS:
-    """A copy of a trained model to score with: eval mode, batch norms folded away.
+def _attend_time_major(attn: nn.MultiheadAttention, h: torch.Tensor) -> torch.Tensor:
+    """`HybridIDS._self_attention` on time-major states, (L, B, W) in and out.
+
+    Scored with torch's fused `scaled_dot_product_attention`, which reads q, k and v
+    from strided views of the projection; in training the batched matmuls of
+    `HybridIDS._self_attention` have the faster backward pass.
+    """
+    width = h.shape[-1]
+    heads = attn.num_heads
+    qkv = nn.functional.linear(h, attn.in_proj_weight, attn.in_proj_bias)
+    qkv = qkv.unflatten(-1, (3, heads, width // heads))  # (L, B, 3, heads, W / heads)
+    q, k, v = qkv.permute(2, 1, 3, 0, 4)  # each (B, heads, L, W / heads)
+    out = nn.functional.scaled_dot_product_attention(q, k, v)
+    return attn.out_proj(out.permute(2, 0, 1, 3).flatten(-2))  # (L, B, W)
+
+
+class _BatchedBiGRU(nn.Module):
+    """A trained bidirectional `nn.GRU`, for inference, both directions in one step.
+
+    Time-major: the input is (L, B, C) and so is the output. Each layer stacks the
+    sequence with its reverse and runs both directions as one batched matmul per step,
+    which halves the number of small sequential kernels against `nn.GRU`'s CPU path
+    (one direction after the other) and keeps every step's tensors contiguous.
+    Outputs equal `nn.GRU`'s up to float rounding.
+    """
+
+    def __init__(self, gru: nn.GRU):
+        super().__init__()
+        if not (gru.bidirectional and gru.bias and gru.batch_first):
+            raise ValueError("expects a batch-first bidirectional nn.GRU with biases")
+        self.hidden, self.num_layers = gru.hidden_size, gru.num_layers
+        for layer in range(gru.num_layers):
+            # Weights transposed for `x @ W`: (2, in, 3H); biases (2, 1, 3H).
+            w_ih, w_hh, b_ih, b_hh = (
+                torch.stack(
+                    [
+                        getattr(gru, f"{name}_l{layer}"),
+                        getattr(gru, f"{name}_l{layer}_reverse"),
+                    ]
+                ).detach()
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            )
+            self.register_buffer(f"w_ih{layer}", w_ih.transpose(1, 2).contiguous())
+            self.register_buffer(f"w_hh{layer}", w_hh.transpose(1, 2).contiguous())
+            self.register_buffer(f"b_ih{layer}", b_ih.unsqueeze(1))
+            self.register_buffer(f"b_hh{layer}", b_hh.unsqueeze(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(L, B, C) inputs to (L, B, 2H) states, forward then backward direction."""
+        hidden = self.hidden
+        for layer in range(self.num_layers):
+            w_ih, w_hh = getattr(self, f"w_ih{layer}"), getattr(self, f"w_hh{layer}")
+            b_ih, b_hh = getattr(self, f"b_ih{layer}"), getattr(self, f"b_hh{layer}")
+            length, batch = x.shape[0], x.shape[1]
+            # Input gates of every step at once: (L, 2, B, 3H); [:, 1] reads backwards.
+            gates_in = torch.stack([x, x.flip(0)], dim=1) @ w_ih + b_ih
+            out = x.new_empty(length, batch, 2, hidden)
+            h = x.new_zeros(2, batch, hidden)
+            for t in range(length):
+                gates_h = torch.baddbmm(b_hh, h, w_hh)  # (2, B, 3H), gates r, z, n
+                step = gates_in[t]
+                r, z = torch.sigmoid(
+                    step[..., : 2 * hidden] + gates_h[..., : 2 * hidden]
+                ).chunk(2, -1)
+                n = torch.tanh(
+                    torch.addcmul(
+                        step[..., 2 * hidden :], r, gates_h[..., 2 * hidden :]
+                    )
+                )
+                h = torch.lerp(n, h, z)  # (1 - z) * n + z * h
+                # The backward direction's step t is position L - 1 - t.
+                out[t, :, 0], out[length - 1 - t, :, 1] = h[0], h[1]
+            x = out.view(length, batch, 2 * hidden)
+        return x
+
+
+class InferenceHybridIDS(nn.Module):
+    """A trained `HybridIDS` rewritten for scoring: the same outputs, faster on CPUs.
+
+    Built by `for_inference`. Batch norms are folded into the convolutions, the GRU is a
+    `_BatchedBiGRU`, positions stay first from the GRU on (no transposes), attention
+    runs in torch's fused kernel, and a batch is scored in micro-batches of
+    `micro_batch` rows. A 1024-row micro-batch's intermediate tensors (a few MB) stay
+    in the CPU's caches where a 4096-row batch's do not; on two CPU cores that measured
+    1.3x (9 features) to 1.8x (60 to 100 features) more rows/s than whole 4096-row
+    forwards of the same rewritten model.
+
+    Attributes:
+        num_features, num_classes, config: as on the trained model.
+        micro_batch: rows per internal forward pass.
+    """
+
+    def __init__(self, fused: HybridIDS, micro_batch: int = 1024):
+        super().__init__()
+        self.num_features, self.num_classes, self.config = (
+            fused.num_features,
+            fused.num_classes,
+            fused.config,
+        )
+        self._length = fused.sequence_length()
+        self.micro_batch = micro_batch
+        self.stem, self.blocks = fused.stem, fused.blocks
+        self.gru = _BatchedBiGRU(fused.gru)
+        self.attn, self.norm, self.head = fused.attn, fused.norm, fused.head
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits, (B, C), of float32 features, (B, F)."""
+        if len(x) <= self.micro_batch:
+            return self._forward(x)
+        return torch.cat([self._forward(part) for part in x.split(self.micro_batch)])
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.blocks(self.stem(x.unsqueeze(1)))  # (B, channels, L)
+        # As in HybridIDS, the GRU stays in fp32 under mixed precision.
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            h = self.gru(h.permute(2, 0, 1).float())  # (L, B, 2 * gru_hidden)
+        h = self.norm(h + _attend_time_major(self.attn, h))
+        return self.head(torch.cat([h.mean(dim=0), h.amax(dim=0)], dim=1))
+
+    def sequence_length(self) -> int:
+        """L, the number of positions the GRU and the attention see."""
+        return self._length
+
+
+def for_inference(model: HybridIDS) -> InferenceHybridIDS:
+    """A copy of a trained model to score with, in eval mode.
 
     Each batch norm's running statistics and affine weights are folded into the
     convolution before it (`torch.nn.utils.fusion.fuse_conv_bn_eval`), which removes
-    five to seven elementwise passes over the activations per forward. Outputs equal the
-    eval-mode model's up to float rounding; the original model is left untouched.
+    five to seven elementwise passes over the activations per forward, and the rest is
+    rewritten as `InferenceHybridIDS`. Outputs equal the eval-mode model's up to float
+    rounding; the original model is left untouched.
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -234,4 +360,4 @@ def for_inference(model: HybridIDS) -> HybridIDS:
         )
         if isinstance(block.skip, nn.Sequential):
             block.skip = fuse_conv_bn_eval(block.skip[0], block.skip[1])
-    return fused
+    return InferenceHybridIDS(fused)

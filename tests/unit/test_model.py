@@ -88,16 +88,44 @@ def test_written_out_attention_equals_the_attention_module():
     )
 
 
-def test_inference_copy_folds_batch_norms_and_keeps_the_outputs():
+@pytest.mark.parametrize(
+    ("features", "config"),
+    [
+        (60, HybridConfig(num_blocks=3, strides=(2, 1, 2))),
+        (9, HybridConfig(gru_layers=2, gru_hidden=16, num_heads=2)),
+    ],
+)
+def test_inference_copy_keeps_the_outputs_without_batch_norms(features, config):
     torch.manual_seed(0)
-    model = HybridIDS(60, 15, HybridConfig(num_blocks=3, strides=(2, 1, 2)))
+    model = HybridIDS(features, 15, config)
     model.train()
-    model(torch.randn(256, 60) * 3 + 1)  # running statistics away from 0 and 1
+    model(torch.randn(256, features) * 3 + 1)  # running statistics away from 0 and 1
     model.eval()
     fused = for_inference(model)
-    x = torch.randn(32, 60)
+    fused.micro_batch = 64
+    x = torch.randn(200, features)  # four micro-batches, the last one short
     with torch.inference_mode():
-        torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-5)
+        expected = model(x)
+        torch.testing.assert_close(fused(x), expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(fused(x[:7]), expected[:7], rtol=1e-4, atol=1e-5)
     assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in fused.modules())
+    assert not any(isinstance(m, torch.nn.GRU) for m in fused.modules())
+    assert fused.sequence_length() == model.sequence_length()
     # The trained model itself is untouched.
-    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()) == 9
+    blocks = sum(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
+    assert blocks == 1 + 2 * config.num_blocks + config.strides.count(2)
+
+
+def test_inference_copy_keeps_the_gru_in_fp32_under_bf16_autocast():
+    torch.manual_seed(0)
+    model = HybridIDS(9, 6, HybridConfig()).eval()
+    fused = for_inference(model)
+    seen = []
+    fused.gru.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    x = torch.randn(64, 9)
+    with torch.inference_mode():
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            mixed = fused(x)
+        full = model(x)
+    assert seen == [torch.float32]
+    torch.testing.assert_close(mixed.float(), full, atol=0.1, rtol=0.1)
