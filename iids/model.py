@@ -226,6 +226,72 @@ def _attend_time_major(attn: nn.MultiheadAttention, h: torch.Tensor) -> torch.Te
     return attn.out_proj(out.permute(2, 0, 1, 3).flatten(-2))  # (L, B, W)
 
 
+class _TimeMajorConv(nn.Module):
+    """A trained `nn.Conv1d` (batch norm folded in) as matmuls over time-major input.
+
+    Input and output are (L, B, C): a slice of positions is then a contiguous
+    (positions x B, C) matrix, so each kernel tap is one matmul accumulated in place
+    into the output positions it reaches, with no padding or im2col copies (a stride-2
+    convolution copies its input once, split into even and odd positions). On a few
+    dozen positions this beats oneDNN's convolution and needs no transposes between the
+    convolutions and the GRU. Outputs equal the convolution's up to float rounding.
+    """
+
+    def __init__(self, conv: nn.Conv1d):
+        super().__init__()
+        c_out, _, k = conv.weight.shape
+        self.k, self.stride, self.pad = k, conv.stride[0], conv.padding[0]
+        bias = conv.bias if conv.bias is not None else conv.weight.new_zeros(c_out)
+        # One (C_in, C_out) matrix per tap, the centre tap first: it reaches every
+        # output position, so it starts the sum.
+        self.taps = sorted(range(k), key=lambda j: abs(j - self.pad))
+        weight = conv.weight.detach().permute(2, 1, 0)[self.taps].contiguous()
+        self.register_buffer("weight", weight)  # (k, C_in, C_out)
+        self.register_buffer("bias", bias.detach())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(L, B, C_in) to (L_out, B, C_out)."""
+        length, batch, c_in = x.shape
+        stride = self.stride
+        out_len = (length + 2 * self.pad - self.k) // stride + 1
+        phases = (
+            [x] if stride == 1 else [x[p::stride].contiguous() for p in range(stride)]
+        )
+        out = None
+        for weight, tap in zip(self.weight, self.taps, strict=True):
+            # Output position o reads input position stride * o + tap - pad, which is
+            # position o + shift of phase `phase`.
+            phase = (tap - self.pad) % stride
+            shift = (tap - self.pad - phase) // stride
+            src = phases[phase]
+            lo, hi = max(0, -shift), min(out_len, len(src) - shift)
+            rows = src[lo + shift : hi + shift].reshape(-1, c_in)
+            if out is None:
+                out = torch.addmm(self.bias, rows, weight).view(out_len, batch, -1)
+            elif hi > lo:  # in-place, so cast by hand where autocast chose bf16
+                target = out[lo:hi].view(-1, out.shape[-1])
+                target.addmm_(rows.to(out.dtype), weight.to(out.dtype))
+        return out
+
+
+class _TimeMajorBlock(nn.Module):
+    """A trained `_ResidualBlock` (batch norms folded) on time-major input."""
+
+    def __init__(self, block: _ResidualBlock):
+        super().__init__()
+        self.conv1, self.conv2 = (
+            _TimeMajorConv(block.conv1),
+            _TimeMajorConv(block.conv2),
+        )
+        self.skip = (
+            None if isinstance(block.skip, nn.Identity) else _TimeMajorConv(block.skip)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(self.conv1(x).relu_())
+        return out.add_(x if self.skip is None else self.skip(x)).relu_()
+
+
 class _BatchedBiGRU(nn.Module):
     """A trained bidirectional `nn.GRU`, for inference, both directions in one step.
 
@@ -264,13 +330,15 @@ class _BatchedBiGRU(nn.Module):
             w_ih, w_hh = getattr(self, f"w_ih{layer}"), getattr(self, f"w_hh{layer}")
             b_ih, b_hh = getattr(self, f"b_ih{layer}"), getattr(self, f"b_hh{layer}")
             length, batch = x.shape[0], x.shape[1]
-            # Input gates of every step at once: (L, 2, B, 3H); [:, 1] reads backwards.
-            gates_in = torch.stack([x, x.flip(0)], dim=1) @ w_ih + b_ih
+            # Input gates of every step at once, bias included: (2, L, B, 3H), the
+            # backward direction [1] in reading order.
+            both = torch.stack([x, x.flip(0)]).view(2, length * batch, -1)
+            gates_in = torch.baddbmm(b_ih, both, w_ih).view(2, length, batch, -1)
             out = x.new_empty(length, batch, 2, hidden)
             h = x.new_zeros(2, batch, hidden)
             for t in range(length):
                 gates_h = torch.baddbmm(b_hh, h, w_hh)  # (2, B, 3H), gates r, z, n
-                step = gates_in[t]
+                step = gates_in[:, t]
                 r, z = torch.sigmoid(
                     step[..., : 2 * hidden] + gates_h[..., : 2 * hidden]
                 ).chunk(2, -1)
@@ -289,9 +357,9 @@ class _BatchedBiGRU(nn.Module):
 class InferenceHybridIDS(nn.Module):
     """A trained `HybridIDS` rewritten for scoring: the same outputs, faster on CPUs.
 
-    Built by `for_inference`. Batch norms are folded into the convolutions, the GRU is a
-    `_BatchedBiGRU`, positions stay first from the GRU on (no transposes), attention
-    runs in torch's fused kernel, and a batch is scored in micro-batches of
+    Built by `for_inference`. Batch norms are folded into the convolutions, which run
+    as `_TimeMajorConv` matmuls, the GRU is a `_BatchedBiGRU`, positions stay first
+    from the stem to the pooling (no transposes), attention runs in torch's fused kernel, and a batch is scored in micro-batches of
     `micro_batch` rows. A 1024-row micro-batch's intermediate tensors (a few MB) stay
     in the CPU's caches where a 4096-row batch's do not; on two CPU cores that measured
     1.3x (9 features) to 1.8x (60 to 100 features) more rows/s than whole 4096-row
@@ -311,7 +379,8 @@ class InferenceHybridIDS(nn.Module):
         )
         self._length = fused.sequence_length()
         self.micro_batch = micro_batch
-        self.stem, self.blocks = fused.stem, fused.blocks
+        self.stem = _TimeMajorConv(fused.stem[0])
+        self.blocks = nn.Sequential(*[_TimeMajorBlock(b) for b in fused.blocks])
         self.gru = _BatchedBiGRU(fused.gru)
         self.attn, self.norm, self.head = fused.attn, fused.norm, fused.head
         self.eval()
@@ -323,10 +392,11 @@ class InferenceHybridIDS(nn.Module):
         return torch.cat([self._forward(part) for part in x.split(self.micro_batch)])
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.blocks(self.stem(x.unsqueeze(1)))  # (B, channels, L)
+        h = self.stem(x.t().contiguous().unsqueeze(-1)).relu_()  # (F, B, channels)
+        h = self.blocks(h)  # (L, B, channels)
         # As in HybridIDS, the GRU stays in fp32 under mixed precision.
         with torch.autocast(device_type=h.device.type, enabled=False):
-            h = self.gru(h.permute(2, 0, 1).float())  # (L, B, 2 * gru_hidden)
+            h = self.gru(h.float())  # (L, B, 2 * gru_hidden)
         h = self.norm(h + _attend_time_major(self.attn, h))
         return self.head(torch.cat([h.mean(dim=0), h.amax(dim=0)], dim=1))
 

@@ -93,6 +93,7 @@ def test_written_out_attention_equals_the_attention_module():
     [
         (60, HybridConfig(num_blocks=3, strides=(2, 1, 2))),
         (9, HybridConfig(gru_layers=2, gru_hidden=16, num_heads=2)),
+        (13, HybridConfig(kernel_size=5, strides=(2, 2))),  # odd lengths, wide kernel
     ],
 )
 def test_inference_copy_keeps_the_outputs_without_batch_norms(features, config):
