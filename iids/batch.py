@@ -92,9 +92,10 @@ _MIN_ACTOR_CPUS = 0.25
 # nothing would be written until the end. Smaller blocks give every actor work and let
 # predictions stream to the writers.
 _BLOCK_BYTES = 8 << 20
-# Rows per write task (and so per predictions file). Ray Data would otherwise start one
-# write task per scored block, each opening its own file: on two CPUs those small tasks
-# fall behind the actors and drain for seconds after the last block is scored.
+# Least rows per write task, and so per predictions file: Ray Data gathers scored blocks
+# until a task has this many (the last task takes what is left). Without it Ray Data
+# starts one write task per scored block, each opening its own file: on two CPUs those
+# small tasks fall behind the actors and drain for seconds after the last block.
 _ROWS_PER_WRITE = 128 * 1024
 # A scoring actor that dies (killed, out of memory) is restarted and its batch retried,
 # this many times; past that the night fails rather than retrying forever.

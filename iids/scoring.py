@@ -6,7 +6,9 @@ so the two can never disagree on the same rows.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +22,33 @@ from iids.storage import Storage
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 4096
+
+# glibc malloc hands every allocation above a (self-adjusting) threshold its own mmap and
+# returns it to the kernel when freed, so each forward pass page-faults its activations
+# in afresh. A scoring process keeps them on the heap instead: allocations up to 64 MiB
+# come from the heap, which is trimmed only past 256 MiB free. Measured on 2 CPUs: batch
+# scoring actors spent about a sixth of their CPU time in the kernel without it.
+_MMAP_THRESHOLD = 64 << 20
+_TRIM_THRESHOLD = 256 << 20
+
+
+def keep_allocations_on_the_heap() -> bool:
+    """Tune glibc malloc for repeated forward passes (see `_MMAP_THRESHOLD`).
+
+    Returns:
+        True where it applied (Linux with glibc); elsewhere nothing changes.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl, ...)
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    return bool(
+        libc.mallopt(m_mmap_threshold, _MMAP_THRESHOLD)
+        and libc.mallopt(m_trim_threshold, _TRIM_THRESHOLD)
+    )
 
 
 def predict_proba(
@@ -63,6 +92,7 @@ class Scorer:
     ):
         if threads is not None:
             torch.set_num_threads(threads)
+        keep_allocations_on_the_heap()
         self.bundle = bundle
         self.batch_size = batch_size
         # Batch norms folded into the convolutions: same outputs, fewer passes.

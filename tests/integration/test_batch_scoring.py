@@ -70,6 +70,24 @@ def test_one_prediction_per_row_and_a_rerun_replaces(logs):
     assert "day=2026-12-01" not in {p.name for p in out.iterdir()}
 
 
+def test_predictions_are_written_in_files_of_at_least_the_rows_per_write(
+    logs, monkeypatch
+):
+    import iids.batch
+
+    root, bundle = logs
+    out = root / "predictions-files"
+    monkeypatch.setattr(iids.batch, "_ROWS_PER_WRITE", 1500)
+    # Batches of 500 rows: the actors hand the writers ten small blocks.
+    score_dataset(bundle, str(root / "logs"), str(out), day=DAY, batch_size=500)
+    sizes = sorted(
+        pq.read_metadata(path).num_rows
+        for path in (out / f"day={DAY}").glob("*.parquet")
+    )
+    assert sum(sizes) == 5000
+    assert len(sizes) <= 4 and all(n >= 1500 for n in sizes[1:]), sizes
+
+
 def test_predictions_equal_the_scoring_core_on_the_same_rows(logs):
     root, bundle = logs
     out = root / "predictions-core"
