@@ -1,15 +1,15 @@
 """Batch scoring of stored logs with Ray Data, published exactly once.
 
 Parquet rows in (an ingested dataset, or one `day=YYYY-MM-DD` partition of it), predictions
-out: `read_parquet` -> `map_batches` on an actor pool (each actor loads the bundle once and
-scores with the shared scoring core) -> one write into a staging directory. A row whose
-features cannot be built (a cell that is empty, not a number or not finite) is not scored:
-it is written under `_quarantine/` in the same staging directory with its row key, column,
-value and reason, in ingest's vocabulary. Only when every input row is accounted for
-(rows in = rows scored + rows quarantined, the input counted from the Parquet footers) is
-the staging directory published under the output, with a `_SUCCESS` manifest; a failed run
-leaves the previous output (or nothing) in place, and a rerun replaces it instead of adding
-to it.
+out: `read_parquet` -> `map_batches` on an actor pool (each actor loads the bundle once,
+scores with the shared scoring core and writes each scored batch as one file into a staging
+directory). A row whose features cannot be built (a cell that is empty, not a number or not
+finite) is not scored: it is written under `_quarantine/` in the same staging directory with
+its row key, column, value and reason, in ingest's vocabulary. Only when every input row is
+accounted for (rows in = rows scored + rows quarantined = rows in the staging files, each
+side counted from Parquet footers) is the staging directory published under the output,
+with a `_SUCCESS` manifest; a failed run leaves the previous output (or nothing) in place,
+and a rerun replaces it instead of adding to it.
 
     <output>/day=YYYY-MM-DD/
         part-*.parquet      row_key, predicted_class, probability, model_version, scored_at
@@ -20,18 +20,20 @@ to it.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
 import time
 import uuid
 import warnings
 from collections import Counter
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from iids.bundle import BundleInfo, read_bundle_info
@@ -63,87 +65,138 @@ QUARANTINE_COLUMNS = (
     "scored_at",
 )
 
-# What the actors hand to the writer: a scored row has no `reason`, a quarantined row
-# has no `predicted_class`; the writer splits them into the two outputs and adds the
-# columns that are the same on every row (`model_version`, `scored_at`), which need not
-# travel through the object store.
-_OUTPUT_SCHEMA = pa.schema(
-    [
-        ("row_key", pa.string()),
-        ("predicted_class", pa.string()),
-        ("probability", pa.float32()),
-        ("column", pa.string()),
-        ("reason", pa.string()),
-        ("value", pa.string()),
-        ("detail", pa.string()),
-    ]
-)
-
-# Logical CPUs each Parquet read and write task reserves: decoding and encoding a block
-# takes a small fraction of the time the model spends on it.
+# Logical CPUs each Parquet read task reserves: decoding a block takes a small fraction
+# of the time the model spends on it.
 IO_CPUS = 0.25
-# Logical CPUs the scoring actors leave free, so that read and write tasks can always
-# start beside them.
+# Logical CPUs the scoring actors leave free, so that read tasks can always start
+# beside them.
 _IO_RESERVE_CPUS = 1.0
 # Below this, an actor's reservation no longer says anything about its load.
 _MIN_ACTOR_CPUS = 0.25
-# Bytes per block handed to an actor. Ray Data reads Parquet in blocks of up to 128 MiB,
-# which for a night of a million rows is one block: one actor would score all of it and
-# nothing would be written until the end. Smaller blocks give every actor work and let
-# predictions stream to the writers.
+# Bytes per block read. Ray Data reads Parquet in blocks of up to 128 MiB, which for a
+# night of a million rows is one block: one actor would score all of it. Smaller blocks
+# give every actor work.
 _BLOCK_BYTES = 8 << 20
-# Least rows per write task, and so per predictions file: Ray Data gathers scored blocks
-# until a task has this many (the last task takes what is left). Without it Ray Data
-# starts one write task per scored block, each opening its own file: on two CPUs those
-# small tasks fall behind the actors and drain for seconds after the last block.
-_ROWS_PER_WRITE = 128 * 1024
+# Rows per scoring call, and so at most per predictions file: an actor scores a batch
+# of up to this many rows and writes it as one file into the staging directory. The
+# predictions never travel through the object store to separate write tasks (on two
+# CPUs those tasks and their worker processes took about a third of a core from the
+# actors). Large enough for few files per night, small enough that the last batch of
+# a night does not keep one actor busy long after the others are done.
+_ROWS_PER_FILE = 32 * 1024
+# Parquet dictionary encoding pays on the columns with few distinct values; on the
+# unique row keys it only costs time.
+_DICTIONARY_COLUMNS = (
+    "predicted_class",
+    "model_version",
+    "scored_at",
+    "column",
+    "reason",
+)
 # A scoring actor that dies (killed, out of memory) is restarted and its batch retried,
 # this many times; past that the night fails rather than retrying forever.
 MAX_ACTOR_RESTARTS = 3
 
 
 class _ScoringActor:
-    """A Ray Data actor: loads the bundle once, then scores batch after batch."""
+    """A Ray Data actor: loads the bundle once, then scores batch after batch.
 
-    def __init__(self, bundle_uri: str, storage: Storage, threads: int):
+    Each batch is written into the night's staging directory as one predictions file
+    (and one quarantine file when some of its rows cannot be scored), named after the
+    batch's row keys: a batch retried after its actor died rewrites its own files
+    instead of adding to them. The actor hands back one row per batch: the file's name
+    and what it holds, for the night's accounting and summary.
+    """
+
+    def __init__(
+        self,
+        bundle_uri: str,
+        storage: Storage,
+        threads: int,
+        batch_size: int,
+        staging: str,
+        run_id: str,
+        scored_at: str,
+    ):
         from iids.config import configure_logging
 
         configure_logging()
-        self.scorer = Scorer.from_uri(bundle_uri, storage, threads=threads)
+        self.scorer = Scorer.from_uri(
+            bundle_uri, storage, threads=threads, batch_size=batch_size
+        )
         self.classes = pa.array(self.scorer.classes, pa.string())
+        self.fs, self.root = storage.filesystem(staging)
+        self.directories: set[str] = set()  # made already
+        self.run_id = run_id
+        self.run_columns = {
+            "model_version": self.scorer.version,
+            "scored_at": scored_at,
+        }
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         predicted, proba, faults = self.scorer.score_checked(batch)
         keys = _row_keys(batch)
-        n, m, k = batch.num_rows, len(predicted), len(faults)
-        no_text = pa.nulls(m, pa.string())
-        scored = pa.table(
-            [
-                keys.filter(pa.array(faults.keep(n))) if k else keys,
-                self.classes.take(pa.array(predicted)),
-                pa.array(proba[np.arange(m), predicted], pa.float32()),
-                no_text,
-                no_text,
-                no_text,
-                no_text,
-            ],
-            schema=_OUTPUT_SCHEMA,
+        name = _file_name(self.run_id, keys)
+        if len(predicted):
+            scored = {
+                "row_key": keys.filter(pa.array(faults.keep(len(keys))))
+                if faults
+                else keys,
+                "predicted_class": self.classes.take(pa.array(predicted)),
+                "probability": pa.array(
+                    proba[np.arange(len(predicted)), predicted], pa.float32()
+                ),
+            }
+            self._write(name, pa.table(scored), PREDICTION_COLUMNS)
+        if faults:
+            quarantined = {
+                "row_key": keys.take(pa.array(faults.rows)),
+                "column": pa.array(faults.columns, pa.string()),
+                "reason": pa.array(faults.reasons, pa.string()),
+                "value": pa.array(faults.values, pa.string()),
+                "detail": pa.array(faults.details, pa.string()),
+            }
+            self._write(
+                f"{QUARANTINE_DIR}/{name}", pa.table(quarantined), QUARANTINE_COLUMNS
+            )
+        counts = np.bincount(predicted, minlength=len(self.classes))
+        per_class = {
+            cls: int(n) for cls, n in zip(self.scorer.classes, counts, strict=True) if n
+        }
+        return pa.table(
+            {
+                "file": [name],
+                "rows_per_class": [json.dumps(per_class)],
+                "quarantined_by_reason": [json.dumps(Counter(faults.reasons))],
+            }
         )
-        if not k:
-            return scored
-        quarantined = pa.table(
-            [
-                keys.take(pa.array(faults.rows)),
-                pa.nulls(k, pa.string()),
-                pa.nulls(k, pa.float32()),
-                pa.array(faults.columns, pa.string()),
-                pa.array(faults.reasons, pa.string()),
-                pa.array(faults.values, pa.string()),
-                pa.array(faults.details, pa.string()),
-            ],
-            schema=_OUTPUT_SCHEMA,
+
+    def _write(self, name: str, table: pa.Table, columns: tuple[str, ...]) -> None:
+        """One Parquet file under the staging directory: the batch's columns and those
+        the same on every row, in the order of `columns`."""
+        path = f"{self.root}/{name}"
+        for column, value in self.run_columns.items():
+            table = table.append_column(
+                column, pa.repeat(pa.scalar(value, pa.string()), table.num_rows)
+            )
+        directory = path.rsplit("/", 1)[0]
+        if directory not in self.directories:
+            self.fs.create_dir(directory, recursive=True)
+            self.directories.add(directory)
+        pq.write_table(
+            table.select(columns),
+            path,
+            filesystem=self.fs,
+            use_dictionary=[c for c in _DICTIONARY_COLUMNS if c in table.column_names],
         )
-        return pa.concat_tables([scored, quarantined])
+
+
+def _file_name(run_id: str, keys: pa.Array) -> str:
+    """A batch's file name: the run, and a digest of the batch's row keys."""
+    digest = hashlib.sha256("\n".join(map(str, keys.to_pylist())).encode()).hexdigest()[
+        :20
+    ]
+    return f"part-{run_id}-{digest}.parquet"
 
 
 def _row_keys(batch: pa.Table) -> pa.Array:
@@ -158,92 +211,6 @@ def _row_keys(batch: pa.Table) -> pa.Array:
         "rows to score carry no key: expected a `row_key` column or ingest's "
         f"`source_file` and `source_line`; found {batch.column_names}"
     )
-
-
-def _night_sink(
-    staging: str, storage: Storage, run_id: str, model_version: str, scored_at: str
-):
-    """A Ray Data datasink writing predictions and quarantined rows under `staging`.
-
-    It takes the actors' blocks (`_OUTPUT_SCHEMA`) and writes every row with the
-    model version and the night's `scored_at`.
-    """
-    from ray.data.block import BlockAccessor
-    from ray.data.datasource import Datasink
-
-    class _NightSink(Datasink):
-        """Per write task: one predictions file, one quarantine file if needed."""
-
-        def __init__(self) -> None:
-            self.totals: dict[str, Any] | None = None
-
-        @property
-        def min_rows_per_write(self) -> int:
-            return _ROWS_PER_WRITE
-
-        def write(self, blocks: Iterable[Any], ctx: Any) -> dict[str, Any]:
-            # Files are named by the task's index: a retried task rewrites its own.
-            fs, root = storage.filesystem(staging)
-            name = f"part-{run_id}-{ctx.task_idx:05d}.parquet"
-            writers: dict[str, pq.ParquetWriter] = {}
-            per_class: Counter = Counter()
-            per_reason: Counter = Counter()
-
-            def append(path: str, table: pa.Table) -> None:
-                if path not in writers:
-                    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-                    writers[path] = pq.ParquetWriter(path, table.schema, filesystem=fs)
-                writers[path].write_table(table)
-
-            try:
-                for block in blocks:
-                    table = _with_run_columns(
-                        BlockAccessor.for_block(block).to_arrow(),
-                        model_version,
-                        scored_at,
-                    )
-                    bad = pc.is_valid(table["reason"])
-                    scored = table.filter(pc.invert(bad)).select(PREDICTION_COLUMNS)
-                    quarantined = table.filter(bad).select(QUARANTINE_COLUMNS)
-                    if scored.num_rows:
-                        append(f"{root}/{name}", scored)
-                        per_class.update(_value_counts(scored["predicted_class"]))
-                    if quarantined.num_rows:
-                        append(f"{root}/{QUARANTINE_DIR}/{name}", quarantined)
-                        per_reason.update(_value_counts(quarantined["reason"]))
-            finally:
-                for writer in writers.values():
-                    writer.close()
-            return {"rows_per_class": per_class, "quarantined_by_reason": per_reason}
-
-        def on_write_complete(self, write_result: Any) -> None:
-            per_class: Counter = Counter()
-            per_reason: Counter = Counter()
-            for part in write_result.write_returns:
-                per_class.update(part["rows_per_class"])
-                per_reason.update(part["quarantined_by_reason"])
-            self.totals = {
-                "rows_written": write_result.num_rows,
-                "rows_per_class": per_class,
-                "quarantined_by_reason": per_reason,
-            }
-
-    return _NightSink()
-
-
-def _with_run_columns(table: pa.Table, model_version: str, scored_at: str) -> pa.Table:
-    """An actor's block with the run's columns, the same on every row."""
-    for name, value in (("model_version", model_version), ("scored_at", scored_at)):
-        column = pa.repeat(pa.scalar(value, pa.string()), table.num_rows)
-        table = table.append_column(name, column)
-    return table
-
-
-def _value_counts(values: pa.ChunkedArray) -> dict[str, int]:
-    return {
-        item["values"]: int(item["counts"])
-        for item in pc.value_counts(values).to_pylist()
-    }
 
 
 def score_dataset(
@@ -274,7 +241,7 @@ def score_dataset(
             `threads_per_actor` CPUs of the Ray cluster when scoring starts.
         threads_per_actor: torch threads per actor. An actor reserves that many
             logical CPUs, or less when the cluster is small, so that Ray Data's
-            read and write tasks can still start.
+            read tasks can still start.
         batch_size: rows per model call.
         alert_attack_share: when the share of scored rows predicted as attacks
             exceeds this, the summary's `alert` says so (the predictions are still
@@ -318,7 +285,6 @@ def score_dataset(
     try:
         fs.create_dir(staging_path, recursive=True)
         totals = {
-            "rows_written": 0,
             "rows_per_class": Counter(),
             "quarantined_by_reason": Counter(),
             "num_actors": 0,  # an empty night starts none
@@ -333,21 +299,22 @@ def score_dataset(
                 storage,
                 columns=[*info.preprocessor.input_columns, *key_columns],
                 run_id=run_id,
-                model_version=info.version,
                 scored_at=scored_at,
                 num_actors=num_actors,
                 threads_per_actor=threads_per_actor,
                 batch_size=batch_size,
             )
 
-        # Account for every input row, independently of what was written.
+        # Account for every input row: what the actors counted, and what the files
+        # in the staging directory hold.
+        rows_written = _rows_written(staging, storage)
         per_class = {name: int(totals["rows_per_class"][name]) for name in info.classes}
         rows_scored = sum(totals["rows_per_class"].values())
         rows_quarantined = sum(totals["quarantined_by_reason"].values())
-        if not rows_in == rows_scored + rows_quarantined == totals["rows_written"]:
+        if not rows_in == rows_scored + rows_quarantined == rows_written:
             raise RuntimeError(
                 f"scoring accounted for {rows_scored} scored + {rows_quarantined} "
-                f"quarantined rows ({totals['rows_written']} written) of {rows_in} "
+                f"quarantined rows ({rows_written} written) of {rows_in} "
                 f"input rows in {partition or input_uri}; nothing was published"
             )
         unknown = set(totals["rows_per_class"]) - set(info.classes)
@@ -427,13 +394,12 @@ def _score(
     *,
     columns: list[str],
     run_id: str,
-    model_version: str,
     scored_at: str,
     num_actors: int | None,
     threads_per_actor: int,
     batch_size: int,
 ) -> dict[str, Any]:
-    """Read `columns`, score and write into `staging`; return what the writers counted.
+    """Read `columns`, score and write into `staging`; return what the actors counted.
 
     Only the feature and key columns are read: labels, and any other column the logs
     carry, are neither decoded nor passed through the object store.
@@ -469,18 +435,50 @@ def _score(
         warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
         outputs = ds.map_batches(
             _ScoringActor,
-            fn_constructor_args=(bundle_uri, storage, threads_per_actor),
+            fn_constructor_args=(
+                bundle_uri,
+                storage,
+                threads_per_actor,
+                batch_size,
+                staging,
+                run_id,
+                scored_at,
+            ),
             batch_format="pyarrow",
-            batch_size=batch_size,
+            batch_size=_ROWS_PER_FILE,
             num_cpus=actor_cpus,
             compute=ray.data.ActorPoolStrategy(size=num_actors),
             max_restarts=MAX_ACTOR_RESTARTS,
             max_task_retries=MAX_ACTOR_RESTARTS,
         )
-    sink = _night_sink(staging, storage, run_id, model_version, scored_at)
-    outputs.write_datasink(sink, ray_remote_args={"num_cpus": IO_CPUS})
-    assert sink.totals is not None, "the datasink did not report its writes"
-    return {**sink.totals, "num_actors": num_actors, "cpus_per_actor": actor_cpus}
+    # One row per file written; a batch retried after its actor died reports its file
+    # again, so the files are counted by name.
+    files = {row["file"]: row for row in outputs.iter_rows()}
+    per_class: Counter = Counter()
+    per_reason: Counter = Counter()
+    for row in files.values():
+        per_class.update(json.loads(row["rows_per_class"]))
+        per_reason.update(json.loads(row["quarantined_by_reason"]))
+    return {
+        "rows_per_class": per_class,
+        "quarantined_by_reason": per_reason,
+        "num_actors": num_actors,
+        "cpus_per_actor": actor_cpus,
+    }
+
+
+def _rows_written(staging: str, storage: Storage) -> int:
+    """Rows in the Parquet files under `staging`, from their footers."""
+    fs, root = storage.filesystem(staging)
+    paths = [
+        info.path
+        for info in fs.get_file_info(pafs.FileSelector(root, recursive=True))
+        if info.is_file and info.path.endswith(".parquet")
+    ]
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(paths)))) as pool:
+        return sum(
+            pool.map(lambda path: pq.read_metadata(path, filesystem=fs).num_rows, paths)
+        )
 
 
 def _actor_cpus(num_actors: int, threads_per_actor: int, cluster_cpus: float) -> float:
@@ -488,8 +486,8 @@ def _actor_cpus(num_actors: int, threads_per_actor: int, cluster_cpus: float) ->
 
     An actor runs `threads_per_actor` threads and reserves as many CPUs when the
     cluster has them to spare. Otherwise it reserves less, so that the pool leaves
-    Ray Data one CPU for its read and write tasks: a pool holding every CPU leaves
-    them waiting, and the run hangs (seen with 1 actor x 2 threads and 2 actors x 1
+    Ray Data one CPU for its read tasks: a pool holding every CPU leaves them
+    waiting, and the run hangs (seen with 1 actor x 2 threads and 2 actors x 1
     thread on 2 CPUs).
     """
     share = (cluster_cpus - _IO_RESERVE_CPUS) / num_actors
