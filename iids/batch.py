@@ -193,9 +193,8 @@ class _ScoringActor:
 
 def _file_name(run_id: str, keys: pa.Array) -> str:
     """A batch's file name: the run, and a digest of the batch's row keys."""
-    digest = hashlib.sha256("\n".join(map(str, keys.to_pylist())).encode()).hexdigest()[
-        :20
-    ]
+    text = "\n".join(map(str, keys.to_pylist()))
+    digest = hashlib.sha256(text.encode()).hexdigest()[:20]
     return f"part-{run_id}-{digest}.parquet"
 
 
