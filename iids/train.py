@@ -217,6 +217,13 @@ def run_protocol(
     if 0 < len(y_bal) < settings.min_rows_per_epoch:
         reps = -(-settings.min_rows_per_epoch // len(y_bal))
         X_epoch, y_epoch = np.tile(X_bal, (reps, 1)), np.tile(y_bal, reps)
+    # The split keeps the input's row order, which for a dataset stored one class per
+    # file is class by class, and SMOTE appends its rows class by class. Shuffled once
+    # (seeded), every batch and every worker's shard mixes the classes: batch norms
+    # trained on single-class batches normalise unlike their running statistics, and
+    # the evaluated model then misses whole attack classes.
+    order = np.random.default_rng(seed).permutation(len(y_epoch))
+    X_epoch, y_epoch = X_epoch[order], y_epoch[order]
 
     # Train on Ray Train.
     history, best_state, epochs_run = _fit(

@@ -67,11 +67,11 @@ def fitted_preprocessor(rows: pa.Table):
     )
 
 
-def can_csv(path, n: int, seed: int = 0) -> None:
-    """`n` CICIoV2024 rows as a raw decimal CSV export."""
+def can_csv(path, n: int, seed: int = 0, rows: pa.Table | None = None) -> None:
+    """`n` CICIoV2024 rows (or `rows`) as a raw decimal CSV export."""
     import pyarrow.csv as pacsv
 
-    rows = can_rows(n, seed)
+    rows = can_rows(n, seed) if rows is None else rows
     ints = pa.table(
         {
             c: rows[c].cast(pa.int64()) if c[:2] in ("ID", "DA") else rows[c]
