@@ -474,10 +474,13 @@ def _rows_written(staging: str, storage: Storage) -> int:
         for info in fs.get_file_info(pafs.FileSelector(root, recursive=True))
         if info.is_file and info.path.endswith(".parquet")
     ]
+    return sum(meta.num_rows for meta in _footers(paths, fs))
+
+
+def _footers(paths: list[str], fs: pafs.FileSystem) -> list[pq.FileMetaData]:
+    """The Parquet footers of `paths`, read in parallel (one request each on S3)."""
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(paths)))) as pool:
-        return sum(
-            pool.map(lambda path: pq.read_metadata(path, filesystem=fs).num_rows, paths)
-        )
+        return list(pool.map(lambda path: pq.read_metadata(path, filesystem=fs), paths))
 
 
 def _actor_cpus(num_actors: int, threads_per_actor: int, cluster_cpus: float) -> float:
@@ -523,12 +526,10 @@ def _check_input(
     fs, root = storage.filesystem(input_uri)
     prefix = "s3://" if is_s3(input_uri) else ""
 
-    def footer(path: str) -> tuple[int, list[str]]:
-        meta = pq.read_metadata(path, filesystem=fs)
-        return meta.num_rows, meta.schema.to_arrow_schema().names
-
-    with ThreadPoolExecutor(max_workers=max(1, min(16, len(files)))) as pool:
-        footers = list(pool.map(footer, files))
+    footers = [
+        (meta.num_rows, meta.schema.to_arrow_schema().names)
+        for meta in _footers(files, fs)
+    ]
 
     where = f"partition {partition} of {input_uri}" if partition else input_uri
     needed = info.preprocessor.input_columns
