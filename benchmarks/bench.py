@@ -391,7 +391,9 @@ def measure_model(data: _Data, plan: Plan, machine: dict[str, Any]) -> dict[str,
     # What the scoring core runs: `Scorer` tunes malloc and scores with
     # `for_inference(model)`.
     keep_allocations_on_the_heap()
-    rows_per_s = _bare_rows_per_s(for_inference(data.model), X, plan)
+    model = for_inference(data.model)
+    rows_per_s = _bare_rows_per_s(model, X, plan)
+    stages = _stage_times(model, X, plan, machine["matmul_gflops"])
     flops = count_flops(data.model)
     ceiling = machine["matmul_gflops"] * 1e9 / flops["total"]
     logger.info(
@@ -416,6 +418,7 @@ def measure_model(data: _Data, plan: Plan, machine: dict[str, Any]) -> dict[str,
         "ceiling_rows_per_s": round(ceiling, 1),
         "ceiling_ratio": round(rows_per_s / ceiling, 4),
         "rows_measured": len(X),
+        "stages": stages,
         "variants": _variants(data, X, plan, machine["matmul_gflops"]),
     }
 
@@ -436,6 +439,44 @@ def _bare_rows_per_s(model, X: np.ndarray, plan: Plan, bf16: bool = False) -> fl
             rows += len(X)
         rates.append(rows / (time.perf_counter() - started))
     return statistics.median(rates)
+
+
+def _stage_times(model, X: np.ndarray, plan: Plan, gflops: float) -> dict[str, Any]:
+    """Where a forward pass spends its time: each of `model.stages()` on one micro-batch.
+
+    The stages are timed in turns (one round runs each for `bare_s / 8` seconds) and
+    each stage's median over `2 * bare_reps` rounds is kept, so a slow stretch of the
+    machine weighs on every stage alike.
+    """
+    import torch
+
+    flops = count_flops(model)
+    rows = min(model.micro_batch, len(X))
+    with torch.inference_mode():
+        inputs, h = [], torch.from_numpy(X[:rows])
+        for _, stage in model.stages():
+            inputs.append(h)
+            h = stage(h)
+        seconds: dict[str, list[float]] = {name: [] for name, _ in model.stages()}
+        for _ in range(2 * plan.bare_reps):
+            for (name, stage), h in zip(model.stages(), inputs, strict=True):
+                calls, started = 0, time.perf_counter()
+                while calls == 0 or time.perf_counter() - started < plan.bare_s / 8:
+                    stage(h)
+                    calls += 1
+                seconds[name].append((time.perf_counter() - started) / calls)
+    us = {name: 1e6 * statistics.median(s) / rows for name, s in seconds.items()}
+    total = sum(us.values())
+    return {
+        name: {
+            "us_per_row": round(t, 3),
+            "share": round(t / total, 4),
+            "flops_per_row": flops[name],
+            "gflops": round(flops[name] / t / 1e3, 2),
+            "of_matmul_rate": round(flops[name] / t / 1e3 / gflops, 4),
+        }
+        for name, t in us.items()
+    }
 
 
 def _Bf16(model):
@@ -1009,6 +1050,24 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [""]
     for name in DATASETS:
         lines.append(f"- {name} model: `{results['model'][name]['config']}`")
+    lines += [
+        "",
+        "Where the bare model's time goes: each step of `InferenceHybridIDS.stages()` "
+        "timed alone on one 1024-row micro-batch with the same threads, in turns "
+        "(medians). GFLOP/s counts the step's matmul FLOPs only; its elementwise work "
+        "(gates, softmax, norms) is time without counted FLOPs.",
+        "",
+        "| dataset | step | us/row | share of the forward | FLOPs/row | GFLOP/s "
+        "| of the matmul rate |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in DATASETS:
+        for step, t in results["model"][name].get("stages", {}).items():
+            lines.append(
+                f"| {name} | {step} | {t['us_per_row']:.2f} | {100 * t['share']:.0f}% "
+                f"| {t['flops_per_row']:,} | {t['gflops']:.1f} "
+                f"| {100 * t['of_matmul_rate']:.0f}% |"
+            )
     lines += [
         "",
         "Other sizes and thread counts, bare model on the same rows (not the "

@@ -25,6 +25,7 @@ The paper publishes no layer sizes. Ours, and why:
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -353,7 +354,9 @@ class _BatchedBiGRU(nn.Module):
                 ).chunk(2, -1)
                 # tanh(a) as 2 * sigmoid(2a) - 1, the 2 already in the weights.
                 n = (
-                    torch.addcmul(step[..., 2 * hidden :], r, gates_h[..., 2 * hidden :])
+                    torch.addcmul(
+                        step[..., 2 * hidden :], r, gates_h[..., 2 * hidden :]
+                    )
                     .sigmoid_()
                     .mul_(2)
                     .sub_(1)
@@ -403,13 +406,41 @@ class InferenceHybridIDS(nn.Module):
             return self._forward(x)
         return torch.cat([self._forward(part) for part in x.split(self.micro_batch)])
 
+    def stages(self) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+        """One micro-batch's forward pass as named steps, for profiling.
+
+        Each step takes the previous one's output: features (B, F) go in, logits (B, C)
+        come out. The names are the parts `benchmarks/bench.py` counts FLOPs by.
+        """
+        return [
+            ("conv", self._convolutions),
+            ("gru", self._gru),
+            ("attention", self._attention),
+            ("head", self._head),
+        ]
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _, stage in self.stages():
+            x = stage(x)
+        return x
+
+    def _convolutions(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, F) features to (L, B, channels)."""
         h = self.stem(x.t().contiguous().unsqueeze(-1)).relu_()  # (F, B, channels)
-        h = self.blocks(h)  # (L, B, channels)
+        return self.blocks(h)
+
+    def _gru(self, h: torch.Tensor) -> torch.Tensor:
+        """(L, B, channels) to (L, B, 2 * gru_hidden)."""
         # As in HybridIDS, the GRU stays in fp32 under mixed precision.
         with torch.autocast(device_type=h.device.type, enabled=False):
-            h = self.gru(h.float())  # (L, B, 2 * gru_hidden)
-        h = self.norm(h + _attend_time_major(self.attn, h))
+            return self.gru(h.float())
+
+    def _attention(self, h: torch.Tensor) -> torch.Tensor:
+        """(L, B, W) to (L, B, W): self-attention, residual and layer norm."""
+        return self.norm(h + _attend_time_major(self.attn, h))
+
+    def _head(self, h: torch.Tensor) -> torch.Tensor:
+        """(L, B, W) to (B, C) logits: mean and max pooling, then the classifier."""
         return self.head(torch.cat([h.mean(dim=0), h.amax(dim=0)], dim=1))
 
     def sequence_length(self) -> int:
