@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from iids.bundle import BundleInfo, read_bundle_info
+from iids.bundle import BundleInfo, read_bundle_info, resolve_bundle
 from iids.data import dataset_files, read_dataset
 from iids.ingest import KEY_COLUMNS, QUARANTINE_DIR, parse_day
 from iids.preprocess import FeatureError
@@ -231,7 +231,8 @@ def score_dataset(
     value found and the reason, and counted in the summary.
 
     Args:
-        bundle_uri: the model bundle.
+        bundle_uri: the model bundle, or a models root: its promoted bundle
+            (`iids.bundle.promote`).
         input_uri: Parquet rows in the dataset's raw schema (an ingested dataset).
         output_uri: predictions are published at `output_uri` (or `output_uri/day=DAY`).
         day: score only the `day=DAY` partition of the input.
@@ -272,6 +273,8 @@ def score_dataset(
     started = time.perf_counter()
     scored_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
+    # A models root scores with its promoted bundle, resolved once for the whole night.
+    bundle_uri = resolve_bundle(bundle_uri, storage)
     # Check and count the input from its Parquet footers, before anything is written.
     info = read_bundle_info(bundle_uri, storage)
     files = dataset_files(input_uri, storage, partition)

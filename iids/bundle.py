@@ -7,6 +7,11 @@ and the evaluation report with its plots. Batch and online scoring load only bun
     <root>/<version>/
         model.safetensors   model.json   preprocessing.json   labels.json
         schema.json   config.json   report.json   report.md   *.png
+    <root>/PROMOTED.json    which version batch scoring uses when given <root>
+
+`promote` points a models root at one of its bundles; `resolve_bundle` turns a root (or a
+bundle) into the bundle to load, so a nightly job configured with the root scores with
+whichever version was promoted last, without a config change per training run.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from safetensors.torch import load_file, save_file
 from iids.datasets import DatasetAdapter, Task
 from iids.model import HybridConfig, HybridIDS
 from iids.preprocess import Preprocessor
-from iids.storage import Storage, join
+from iids.storage import Storage, is_s3, join
 
 logger = logging.getLogger(__name__)
 
 WEIGHTS = "model.safetensors"
+PROMOTED = "PROMOTED.json"
 _REQUIRED = (WEIGHTS, "model.json", "preprocessing.json", "labels.json", "schema.json")
 
 
@@ -161,9 +167,16 @@ def read_bundle_info(uri: str, storage: Storage | None = None) -> BundleInfo:
         )
     missing = [name for name in _REQUIRED if not storage.exists(join(uri, name))]
     if missing:
+        hint = "Pass the directory that `iids train` printed (…/models/<version>)."
+        if storage.exists(join(uri, PROMOTED)):
+            promoted = join(uri, _read_promoted(uri, storage)["version"])
+            hint = (
+                f"It is a models root whose promoted bundle is {promoted}; pass that "
+                "bundle here (only batch scoring and evaluation follow a root's "
+                "promotion)."
+            )
         raise FileNotFoundError(
-            f"{uri} is not a model bundle: missing {missing}. Pass the directory that "
-            "`iids train` printed (…/models/<version>)."
+            f"{uri} is not a model bundle: missing {missing}. {hint}"
         )
     meta = storage.read_json(join(uri, "model.json"))
     labels = storage.read_json(join(uri, "labels.json"))
@@ -218,3 +231,91 @@ def load_bundle(uri: str, storage: Storage | None = None) -> Bundle:
         config,
         report,
     )
+
+
+def promote(bundle_uri: str, storage: Storage | None = None) -> dict[str, Any]:
+    """Make a bundle the one its models root resolves to (`resolve_bundle`).
+
+    The bundle is checked first, then `<root>/PROMOTED.json` is replaced in one write;
+    promoting an older bundle rolls back.
+
+    Returns:
+        What was written (version, bundle, promoted_at, the test macro-F1 from the
+        bundle's report when it has one) and the version it replaced, if any.
+
+    Raises:
+        FileNotFoundError: `bundle_uri` is not a bundle.
+    """
+    storage = storage or Storage()
+    bundle_uri = bundle_uri.rstrip("/")
+    if not is_s3(bundle_uri):
+        bundle_uri = os.path.abspath(bundle_uri)
+    info = read_bundle_info(bundle_uri, storage)
+    root, _, name = bundle_uri.rpartition("/")
+    if name != info.version:
+        raise ValueError(
+            f"{bundle_uri}: a bundle is promoted in the root it was written to, so its "
+            f"directory name must be its version; found directory {name!r}, version "
+            f"{info.version!r}"
+        )
+    pointer = join(root, PROMOTED)
+    previous = (
+        _read_promoted(root, storage)["version"] if storage.exists(pointer) else None
+    )
+    report_uri = join(bundle_uri, "report.json")
+    metrics = (
+        storage.read_json(report_uri).get("metrics", {})
+        if storage.exists(report_uri)
+        else {}
+    )
+    record = {
+        "version": info.version,
+        "bundle": bundle_uri,
+        "promoted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "test_macro_f1": metrics.get("macro_f1"),
+        "previous_version": previous,
+    }
+    storage.write_json(pointer, record)
+    logger.info("promoted %s in %s (was %s)", info.version, root, previous)
+    return record
+
+
+def resolve_bundle(uri: str, storage: Storage | None = None) -> str:
+    """The bundle to load for `uri`: `uri` itself, or the promoted bundle of a root.
+
+    Raises:
+        FileNotFoundError: `uri` is neither a bundle nor a root with a promoted
+            bundle, or the promoted bundle is gone.
+    """
+    storage = storage or Storage()
+    uri = uri.rstrip("/")
+    if storage.exists(join(uri, "model.json")) or not storage.exists(
+        join(uri, PROMOTED)
+    ):
+        return uri  # a bundle, or nothing: read_bundle_info says what is missing
+    version = _read_promoted(uri, storage)["version"]
+    bundle = join(uri, version)
+    if not storage.exists(join(bundle, "model.json")):
+        raise FileNotFoundError(
+            f"{join(uri, PROMOTED)} promotes version {version!r}, but {bundle} is not a "
+            "model bundle (deleted?). Promote another: `iids promote "
+            f"{uri}/<version>`."
+        )
+    return bundle
+
+
+def _read_promoted(root: str, storage: Storage) -> dict[str, Any]:
+    pointer = join(root, PROMOTED)
+    try:
+        record = storage.read_json(pointer)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{pointer}: not JSON ({exc}); rewrite it with `iids promote "
+            f"{root}/<version>`"
+        ) from None
+    if not isinstance(record, dict) or not isinstance(record.get("version"), str):
+        raise ValueError(
+            f"{pointer}: expected a JSON object with a string `version`, found "
+            f"{record!r}; rewrite it with `iids promote {root}/<version>`"
+        )
+    return record

@@ -177,12 +177,19 @@ def train(
         _fail(exc)
     _print_report(outcome.report)
     console.print(f"model bundle: {outcome.bundle_uri}")
+    console.print(
+        f"to score with it from {output}: iids promote {outcome.bundle_uri}",
+        highlight=False,
+        soft_wrap=True,
+    )
     _emit(outcome.report, json_out)
 
 
 @app.command()
 def evaluate(
-    model: Annotated[str, typer.Option(help="a model bundle")],
+    model: Annotated[
+        str, typer.Option(help="a model bundle, or a models root (its promoted one)")
+    ],
     data: Annotated[str, typer.Option(help="an ingested dataset with labels")],
     protocols: Annotated[
         str | None,
@@ -199,13 +206,14 @@ def evaluate(
     json_out: JsonOut = None,
 ) -> None:
     """Score a labelled dataset with a bundle, or retrain under protocols and seeds."""
-    from iids.bundle import load_bundle
+    from iids.bundle import load_bundle, resolve_bundle
     from iids.config import TrainSettings
     from iids.evaluate import evaluate_bundle
     from iids.train import evaluate_protocols
 
     storage = storage_from_env()
     try:
+        model = resolve_bundle(model, storage)
         _ray()
         if protocols is None:
             result = evaluate_bundle(model, data, storage=storage)
@@ -226,7 +234,9 @@ def evaluate(
 
 @app.command()
 def score(
-    model: Annotated[str, typer.Option(help="a model bundle")],
+    model: Annotated[
+        str, typer.Option(help="a model bundle, or a models root (its promoted one)")
+    ],
     input: Annotated[
         str, typer.Option("--input", help="Parquet rows to score (ingested)")
     ],
@@ -286,8 +296,8 @@ def score(
         table.add_row(name, f"{count:,}")
     console.print(table)
     console.print(
-        f"{summary['rows_scored']:,} rows scored at {summary['rows_per_s'] or 0:,.0f} rows/s "
-        f"-> {summary['output']}"
+        f"{summary['rows_scored']:,} rows scored by model {summary['model_version']} at "
+        f"{summary['rows_per_s'] or 0:,.0f} rows/s -> {summary['output']}"
     )
     if summary["rows_quarantined"]:
         console.print(
@@ -299,6 +309,32 @@ def score(
     if summary["alert"]:
         console.print(f"[bold red]{summary['alert']}[/]", highlight=False)
         raise typer.Exit(3)
+
+
+@app.command()
+def promote(
+    bundle: Annotated[
+        str, typer.Argument(help="a model bundle: …/models/<version>, local or s3://")
+    ],
+    json_out: JsonOut = None,
+) -> None:
+    """Make a bundle the one its models root scores with (promoting an older one rolls
+    back): `iids score --model …/models` and the nightly job then use it."""
+    from iids.bundle import promote as promote_bundle
+
+    try:
+        record = promote_bundle(bundle, storage_from_env())
+    except (ValueError, OSError, RuntimeError) as exc:  # RuntimeError: StorageError
+        _fail(exc)
+    f1 = record["test_macro_f1"]
+    console.print(
+        f"promoted {record['version']} (test macro-F1 "
+        f"{'n/a' if f1 is None else f'{f1:.4f}'}; was "
+        f"{record['previous_version'] or 'none'}): {record['bundle']}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    _emit(record, json_out)
 
 
 @app.command()
@@ -467,7 +503,13 @@ def _default_quickstart_config() -> Path | None:
 
 @app.command()
 def serve(
-    model: Annotated[str, typer.Option(help="a model bundle (directory or s3://)")],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="a model bundle (directory or s3://), or a models root: its promoted "
+            "bundle, resolved once at start"
+        ),
+    ],
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port")] = 8000,
     max_batch_size: Annotated[
@@ -490,13 +532,15 @@ def serve(
 
     from ray import serve as ray_serve
 
-    from iids.bundle import load_bundle
+    from iids.bundle import load_bundle, resolve_bundle
     from iids.serving import build_app
 
     # Replicas may run in another directory: pass local paths as absolute ones.
     if "://" not in model:
         model = str(Path(model).resolve())
     try:
+        # Every replica gets the same bundle, even if another is promoted later.
+        model = resolve_bundle(model, storage_from_env())
         bundle = load_bundle(model, storage_from_env())
         application = build_app(
             {

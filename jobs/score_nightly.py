@@ -25,7 +25,9 @@ logger = logging.getLogger("jobs.score_nightly")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="YAML with model/input/output/day keys")
-    parser.add_argument("--model", help="a model bundle (URI)")
+    parser.add_argument(
+        "--model", help="a model bundle, or a models root (its promoted bundle)"
+    )
     parser.add_argument("--input", help="ingested Parquet rows, partitioned by day")
     parser.add_argument("--output", help="where predictions are published")
     parser.add_argument("--day", help="YYYY-MM-DD (default: yesterday, UTC)")

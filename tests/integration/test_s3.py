@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from iids.batch import SUCCESS, score_dataset
-from iids.bundle import load_bundle
+from iids.bundle import load_bundle, promote
 from iids.data import dataset_files
 from iids.datasets import get_adapter
 from iids.ingest import MANIFEST, ingest
@@ -137,6 +137,36 @@ def test_batch_scoring_s3_to_s3_publishes_once_and_a_rerun_replaces(s3, nightly)
     keys = _keys(s3, "nightly/predictions/")
     assert not [k for k in keys if ".staging-" in k]
     assert f"nightly/predictions/day={DAY}/{SUCCESS}" in keys
+
+
+def test_a_night_given_the_models_root_scores_with_the_promoted_bundle(
+    s3, nightly, tmp_path
+):
+    logs, first = nightly
+    root = first.rsplit("/", 1)[0]
+    local = tiny_bundle(tmp_path / "models", seed=9)
+    second = join(root, local.rsplit("/", 1)[-1])
+    s3.storage.upload_dir(local, second)
+    out = s3.uri("promoted", "predictions")
+
+    def night_versions() -> tuple[str, set[str]]:
+        summary = score_dataset(root, logs, out, day=DAY, storage=s3.storage)
+        assert summary["rows_scored"] == 900
+        fs, path = s3.storage.filesystem(join(out, f"day={DAY}"))
+        table = pads.dataset(path, filesystem=fs, format="parquet").to_table()
+        return summary["model_bundle"], set(table["model_version"].to_pylist())
+
+    # Nothing promoted yet: the root is no bundle, and nothing is published.
+    with pytest.raises(FileNotFoundError, match=f"{root} is not a model bundle"):
+        score_dataset(root, logs, out, day=DAY, storage=s3.storage)
+    assert not _keys(s3, "promoted/")
+
+    promote(first, s3.storage)
+    assert promote(second, s3.storage)["previous_version"] == first.rsplit("/", 1)[-1]
+    assert night_versions() == (second, {second.rsplit("/", 1)[-1]})
+    # Promoting the older bundle again rolls the next night back to it.
+    promote(first, s3.storage)
+    assert night_versions() == (first, {first.rsplit("/", 1)[-1]})
 
 
 def test_quarantined_rows_are_published_on_s3_with_the_night(s3, tmp_path):
