@@ -245,6 +245,8 @@ def promote(bundle_uri: str, storage: Storage | None = None) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: `bundle_uri` is not a bundle.
+        ValueError: its directory name is not its version, or the root's current
+            pointer is damaged.
     """
     storage = storage or Storage()
     bundle_uri = bundle_uri.rstrip("/")
@@ -313,9 +315,11 @@ def _read_promoted(root: str, storage: Storage) -> dict[str, Any]:
             f"{pointer}: not JSON ({exc}); rewrite it with `iids promote "
             f"{root}/<version>`"
         ) from None
-    if not isinstance(record, dict) or not isinstance(record.get("version"), str):
+    version = record.get("version") if isinstance(record, dict) else None
+    if not isinstance(version, str) or not version or "/" in version:
         raise ValueError(
-            f"{pointer}: expected a JSON object with a string `version`, found "
+            f"{pointer}: expected a JSON object whose `version` names a directory "
+            "beside it, found "
             f"{record!r}; rewrite it with `iids promote {root}/<version>`"
         )
     return record

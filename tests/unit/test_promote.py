@@ -74,7 +74,13 @@ def test_a_promoted_bundle_that_is_gone_names_the_version_and_the_fix(models):
 def test_a_damaged_pointer_names_the_file_and_what_was_expected(models):
     root, _, _ = models
     (root / PROMOTED).write_text('["not", "an object"]')
-    with pytest.raises(ValueError, match=r"PROMOTED.json: expected a JSON object"):
+    with pytest.raises(
+        ValueError, match=r"PROMOTED.json: expected a JSON object whose `version`"
+    ):
+        resolve_bundle(str(root))
+
+    (root / PROMOTED).write_text('{"version": "../elsewhere"}')
+    with pytest.raises(ValueError, match=r"found \{'version': '../elsewhere'\}"):
         resolve_bundle(str(root))
 
     (root / PROMOTED).write_text("{version:")
