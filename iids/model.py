@@ -448,14 +448,14 @@ class InferenceHybridIDS(nn.Module):
         return self._length
 
 
-def for_inference(model: HybridIDS) -> InferenceHybridIDS:
-    """A copy of a trained model to score with, in eval mode.
+def fold_batch_norms(model: HybridIDS) -> HybridIDS:
+    """A copy of a trained model in eval mode with its batch norms folded away.
 
     Each batch norm's running statistics and affine weights are folded into the
     convolution before it (`torch.nn.utils.fusion.fuse_conv_bn_eval`), which removes
-    five to seven elementwise passes over the activations per forward, and the rest is
-    rewritten as `InferenceHybridIDS`. Outputs equal the eval-mode model's up to float
-    rounding; the original model is left untouched.
+    five to seven elementwise passes over the activations per forward; the batch norms
+    become identities. Outputs equal the eval-mode model's up to float rounding; the
+    original model is left untouched.
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -473,4 +473,36 @@ def for_inference(model: HybridIDS) -> InferenceHybridIDS:
         )
         if isinstance(block.skip, nn.Sequential):
             block.skip = fuse_conv_bn_eval(block.skip[0], block.skip[1])
+    return fused
+
+
+BACKENDS = ("auto", "native", "torch")
+
+
+def for_inference(model: HybridIDS, backend: str = "auto") -> nn.Module:
+    """A copy of a trained model to score with, in eval mode: the same logits, faster.
+
+    Args:
+        model: a trained model (left untouched).
+        backend: "native" scores with the C forward pass of `iids.native` (built at
+            install); "torch" with `InferenceHybridIDS`, the model rewritten in torch;
+            "auto" with the native pass where it was built and the model is on the
+            CPU, else the torch rewrite.
+
+    Returns:
+        `iids.native.NativeHybridIDS` or `InferenceHybridIDS`: logits (B, C) of
+        float32 features (B, F), equal to the eval-mode model's up to float rounding.
+
+    Raises:
+        ValueError: an unknown backend.
+        RuntimeError: "native" where the native pass was not built.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    from iids import native
+
+    fused = fold_batch_norms(model)
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    if backend == "native" or (backend == "auto" and on_cpu and native.available()):
+        return native.NativeHybridIDS(fused)
     return InferenceHybridIDS(fused)

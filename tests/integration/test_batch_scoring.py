@@ -327,9 +327,10 @@ def test_a_scoring_actor_killed_mid_night_is_replaced_and_every_row_scored_once(
 
     data, out = tmp_path / "logs", tmp_path / "predictions"
     data.mkdir()
-    rows = _keyed_rows(120_000, seed=12)
+    # Enough rows for several seconds of one actor's time (about 150,000 rows/s here).
+    rows = _keyed_rows(720_000, seed=12)
     for i in range(6):
-        pq.write_table(rows.slice(i * 20_000, 20_000), data / f"part-{i}.parquet")
+        pq.write_table(rows.slice(i * 120_000, 120_000), data / f"part-{i}.parquet")
     bundle = tiny_bundle(tmp_path / "models")
 
     # Score in the background with one actor: the night takes several seconds.
@@ -367,8 +368,8 @@ def test_a_scoring_actor_killed_mid_night_is_replaced_and_every_row_scored_once(
     assert killed_mid_night
     assert not runner.is_alive()
     assert "error" not in result, result.get("error")
-    assert result["summary"]["rows_in"] == result["summary"]["rows_scored"] == 120_000
+    assert result["summary"]["rows_in"] == result["summary"]["rows_scored"] == 720_000
     keys = pads.dataset(out, format="parquet").to_table()["row_key"].to_pylist()
-    assert len(keys) == len(set(keys)) == 120_000
+    assert len(keys) == len(set(keys)) == 720_000
     assert state.actors(actor_id)["NumRestarts"] >= 1
     assert not list(tmp_path.glob("*.staging-*"))

@@ -102,7 +102,7 @@ def test_inference_copy_keeps_the_outputs_without_batch_norms(features, config):
     model.train()
     model(torch.randn(256, features) * 3 + 1)  # running statistics away from 0 and 1
     model.eval()
-    fused = for_inference(model)
+    fused = for_inference(model, backend="torch")
     fused.micro_batch = 64
     x = torch.randn(200, features)  # four micro-batches, the last one short
     with torch.inference_mode():
@@ -120,7 +120,7 @@ def test_inference_copy_keeps_the_outputs_without_batch_norms(features, config):
 def test_inference_copy_keeps_the_gru_in_fp32_under_bf16_autocast():
     torch.manual_seed(0)
     model = HybridIDS(9, 6, HybridConfig()).eval()
-    fused = for_inference(model)
+    fused = for_inference(model, backend="torch")
     seen = []
     fused.gru.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     x = torch.randn(64, 9)
