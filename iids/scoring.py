@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from iids import native
 from iids.bundle import Bundle, load_bundle
 from iids.model import for_inference
 from iids.preprocess import RowFaults
@@ -108,8 +109,24 @@ class Scorer:
         keep_allocations_on_the_heap()
         self.bundle = bundle
         self.batch_size = batch_size
-        # The inference rewrite of the model: same outputs, faster on CPUs.
+        # The native forward pass where it was built: same outputs, faster on CPUs.
         self.model = for_inference(bundle.model)
+        if isinstance(self.model, native.NativeHybridIDS):
+            logger.info(
+                "model %s: native forward pass (%s), %d thread(s)",
+                bundle.version,
+                native.isa(),
+                torch.get_num_threads(),
+            )
+        else:
+            logger.warning(
+                "model %s: scoring with the torch rewrite, several times slower than "
+                "the native forward pass, which %s",
+                bundle.version,
+                "was not built for this installation (reinstall iids with a C compiler)"
+                if not native.available()
+                else "scores on the CPU only",
+            )
 
     @classmethod
     def from_uri(cls, uri: str, storage: Storage | None = None, **kwargs) -> Scorer:

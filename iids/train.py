@@ -39,7 +39,7 @@ from iids.evaluate import (
     report_markdown,
 )
 from iids.ingest import KEY_COLUMNS
-from iids.model import HybridIDS
+from iids.model import HybridIDS, for_inference
 from iids.preprocess import Preprocessor
 from iids.scoring import predict_proba
 from iids.smote import balance
@@ -239,10 +239,11 @@ def run_protocol(
         storage,
     )
 
-    # Evaluate on the test split with the best epoch's weights.
+    # Evaluate on the test split with the best epoch's weights, scored as batch and
+    # online scoring will score them (`for_inference`), latency included.
     model = HybridIDS(preprocessor.num_features, len(classes), settings.model.build())
     model.load_state_dict(best_state)
-    model.eval()
+    model = for_inference(model)
     proba = predict_proba(model, X_test)
     negative = adapter.negative_class[task.name]
     metrics = classification_metrics(

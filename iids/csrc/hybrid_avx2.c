@@ -7,6 +7,8 @@
 #define NB 4
 #define NB1 8
 #define RCP_ESTIMATE(x) (V) _mm256_rcp_ps((__m256)(x))
+#define MAX_PS(a, b) _mm256_max_ps((__m256)(a), (__m256)(b))
+#define MIN_PS(a, b) _mm256_min_ps((__m256)(a), (__m256)(b))
 #define ENTRY iids_hybrid_forward_avx2
 #include "hybrid_kernel.h"
 #endif

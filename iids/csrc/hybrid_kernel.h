@@ -27,24 +27,38 @@ typedef int32_t VI __attribute__((vector_size(VW * 4)));
 
 INLINE V splat(float s) { return (V){0} + s; }
 
+/* Lane-wise max and min: the instruction set's own where hybrid_<isa>.c names it
+ * (a compare and a blend otherwise). */
 INLINE V vmax(V a, V b) {
+#ifdef MAX_PS
+    return (V)MAX_PS(a, b);
+#else
     VI m = a > b;
     return (V)((m & (VI)a) | (~m & (VI)b));
+#endif
 }
 
 INLINE V vmin(V a, V b) {
+#ifdef MIN_PS
+    return (V)MIN_PS(a, b);
+#else
     VI m = a < b;
     return (V)((m & (VI)a) | (~m & (VI)b));
+#endif
 }
 
 /* exp(x), float precision over the whole float range (Cephes' expf polynomial):
  * x = n ln 2 + r, |r| <= ln 2 / 2, exp(r) by a degree-7 polynomial, 2^n in the exponent. */
 INLINE V vexp(V x) {
     x = vmin(vmax(x, splat(-87.33654f)), splat(88.37626f));
+#ifdef ROUND_PS
+    V t = (V)ROUND_PS(x * 1.44269504088896341f);
+#else
     V fx = x * 1.44269504088896341f + 0.5f;
     VI n = __builtin_convertvector(fx, VI); /* truncates toward zero */
     n += (VI)(__builtin_convertvector(n, V) > fx); /* -1 where that was a ceiling */
     V t = __builtin_convertvector(n, V);
+#endif
     x = x - t * 0.693359375f;
     x = x - t * -2.12194440e-4f;
     V y = splat(1.9875691500e-4f);
@@ -54,7 +68,11 @@ INLINE V vexp(V x) {
     y = y * x + 1.6666665459e-1f;
     y = y * x + 5.0000001201e-1f;
     y = y * (x * x) + x + 1.0f;
-    return y * (V)((n + 127) << 23);
+#ifdef SCALE_PS
+    return (V)SCALE_PS(y, t);
+#else
+    return y * (V)((__builtin_convertvector(t, VI) + 127) << 23);
+#endif
 }
 
 /* 1 / x: the instruction set's reciprocal estimate and one Newton step where it has
