@@ -144,3 +144,13 @@ def test_backends_of_for_inference():
     assert isinstance(for_inference(model, backend="native"), native.NativeHybridIDS)
     with pytest.raises(ValueError, match="backend must be one of"):
         for_inference(model, backend="onnx")
+
+
+def test_without_the_native_pass_scoring_falls_back_to_the_torch_rewrite(monkeypatch):
+    model = _trained_like(9, 6, HybridConfig())
+    monkeypatch.setattr(native, "available", lambda: False)
+    fallback = for_inference(model)
+    assert isinstance(fallback, InferenceHybridIDS)
+    x = torch.randn(30, 9)
+    with torch.inference_mode():
+        torch.testing.assert_close(fallback(x), model(x), rtol=1e-4, atol=1e-4)
