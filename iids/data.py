@@ -67,6 +67,7 @@ def read_dataset(
     columns: list[str] | None = None,
     partition: str | None = None,
     num_cpus: float | None = None,
+    concurrency: int | None = None,
 ):
     """A Ray Dataset over an ingested dataset (or one of its partitions).
 
@@ -76,6 +77,8 @@ def read_dataset(
         columns: read only these columns.
         partition: read only this partition (`day=YYYY-MM-DD`).
         num_cpus: logical CPUs per read task (Ray Data's default: 1).
+        concurrency: read tasks running at once (Ray Data's default: as many as
+            the files and CPUs allow).
 
     Raises:
         FileNotFoundError: no such dataset or partition, or no data file in it.
@@ -102,6 +105,7 @@ def read_dataset(
             filesystem=fs,
             partitioning=Partitioning("hive", base_dir=root, filesystem=fs),
             num_cpus=num_cpus,
+            concurrency=concurrency,
         )
     finally:
         context.use_datasource_v2 = listing_reader
