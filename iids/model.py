@@ -369,12 +369,14 @@ class _BatchedBiGRU(nn.Module):
 
 
 class InferenceHybridIDS(nn.Module):
-    """A trained `HybridIDS` rewritten for scoring: the same outputs, faster on CPUs.
+    """A trained `HybridIDS` rewritten in torch for scoring: the same outputs, faster.
 
-    Built by `for_inference`. Batch norms are folded into the convolutions, which run
-    as `_TimeMajorConv` matmuls, the GRU is a `_BatchedBiGRU`, positions stay first
-    from the stem to the pooling (no transposes), attention runs in torch's fused
-    kernel, and a batch is scored in micro-batches of `micro_batch` rows. A 1024-row
+    Built by `for_inference` where the native pass (`iids.native`) is not used: with
+    backend "torch", on a GPU, or where the extension was not built. Batch norms are
+    folded into the convolutions, which run as `_TimeMajorConv` matmuls, the GRU is a
+    `_BatchedBiGRU`, positions stay first from the stem to the pooling (no
+    transposes), attention runs in torch's fused kernel, and a batch is scored in
+    micro-batches of `micro_batch` rows. A 1024-row
     micro-batch's intermediate tensors (a few MB) stay in the CPU's caches where a
     4096-row batch's do not: on two CPU cores, with the scoring process's malloc tuning
     (`iids.scoring.keep_allocations_on_the_heap`), that measured 1.1x (9 features) and

@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 _MODULE = "iids._hybrid_cpu"
 STAGES = ("conv", "gru", "attention", "head")  # the order of the kernel's stage timers
+_OK, _BAD_NET, _NO_MEMORY = 0, 1, 2  # iids_hybrid_forward's return codes
 
 
 class _Net(ctypes.Structure):
