@@ -72,6 +72,12 @@ IO_CPUS = 0.25
 # Logical CPUs the scoring actors leave free, so that read tasks can always start
 # beside them.
 _IO_RESERVE_CPUS = 1.0
+# TODO(iids): on 2 CPUs a night of Edge-IIoTset rows scores at about 0.58 of the bare
+# model's rate (CICIoV2024: 0.85): besides the model (about 10 us per row on one
+# thread), each row costs about 1.8 us of CPU in Ray Data's read tasks (decoding 48
+# wide columns and passing them through the object store) and 1.7 us in the actor
+# (features, keys, writing), and the cores stay about a fifth idle. Reading a night's
+# row groups inside the actors would remove the object-store hop; not tried yet.
 # Parquet read tasks running at once, per scoring actor. A read task decodes rows
 # more than ten times as fast as an actor scores them (local disk: about 2 million
 # rows/s against 150,000), so a few keep every actor fed. Left to itself, Ray Data
