@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow.fs as pafs
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -168,12 +169,20 @@ def read_bundle_info(uri: str, storage: Storage | None = None) -> BundleInfo:
     missing = [name for name in _REQUIRED if not storage.exists(join(uri, name))]
     if missing:
         hint = "Pass the directory that `iids train` printed (…/models/<version>)."
+        versions = _bundle_versions(uri, storage)
         if storage.exists(join(uri, PROMOTED)):
             promoted = join(uri, _read_promoted(uri, storage)["version"])
             hint = (
                 f"It is a models root whose promoted bundle is {promoted}; pass that "
                 "bundle here (only batch scoring and evaluation follow a root's "
                 "promotion)."
+            )
+        elif versions:
+            shown = ", ".join(versions[-3:]) + (", …" if len(versions) > 3 else "")
+            hint = (
+                f"It is a models root holding {len(versions)} bundle(s) ({shown}) "
+                f"but none is promoted: promote one with `iids promote "
+                f"{uri}/<version>`, or pass a bundle directory."
             )
         raise FileNotFoundError(
             f"{uri} is not a model bundle: missing {missing}. {hint}"
@@ -304,6 +313,21 @@ def resolve_bundle(uri: str, storage: Storage | None = None) -> str:
             f"{uri}/<version>`."
         )
     return bundle
+
+
+def _bundle_versions(root: str, storage: Storage) -> list[str]:
+    """The names of the bundles directly under `root`, sorted."""
+    fs, path = storage.filesystem(root)
+    try:
+        entries = fs.get_file_info(pafs.FileSelector(path))
+    except (FileNotFoundError, NotADirectoryError, OSError):
+        return []
+    return sorted(
+        entry.base_name
+        for entry in entries
+        if entry.type == pafs.FileType.Directory
+        and storage.exists(join(root, entry.base_name, "model.json"))
+    )
 
 
 def _read_promoted(root: str, storage: Storage) -> dict[str, Any]:

@@ -87,6 +87,14 @@ def macro_f1_from_confusion(cm: np.ndarray) -> float:
     return float(f1[present].mean()) if present.any() else 0.0
 
 
+def _distinct(a: float, b: float) -> tuple[str, str]:
+    """`a` and `b` with 4 decimals, or as many more (up to 8) as tell them apart."""
+    digits = 4
+    while digits < 8 and f"{a:.{digits}f}" == f"{b:.{digits}f}":
+        digits += 1
+    return f"{a:.{digits}f}", f"{b:.{digits}f}"
+
+
 def latency_us_per_row(predict, features: np.ndarray, batch_size: int = 4096) -> float:
     """Microseconds per row of `predict` on batches of `batch_size`, one process."""
     batch = features[:batch_size]
@@ -283,10 +291,11 @@ def _protocols_markdown(report: dict[str, Any]) -> list[str]:
     for name, p in protocols.items():
         base = p.get("baseline")
         if base and p["macro_f1"] < base["macro_f1"]:
+            ours, theirs = _distinct(p["macro_f1"], base["macro_f1"])
             lines += [
                 "",
                 f"Under `{name}` the hybrid model falls short of the tree baseline "
-                f"(macro-F1 {p['macro_f1']:.4f} vs {base['macro_f1']:.4f}). Per class:",
+                f"(macro-F1 {ours} vs {theirs}). Per class:",
                 "",
                 "| class | support | hybrid recall | baseline recall | hybrid F1 "
                 "| baseline F1 |",

@@ -41,11 +41,17 @@ def test_a_root_resolves_to_the_promoted_bundle_and_promoting_an_older_one_rolls
 
 
 def test_a_root_with_nothing_promoted_is_refused_naming_what_to_pass(models):
-    root, _, _ = models
+    root, first, second = models
 
     assert resolve_bundle(str(root)) == str(root)
-    with pytest.raises(FileNotFoundError, match="is not a model bundle: missing"):
+    with pytest.raises(
+        FileNotFoundError, match="is not a model bundle: missing"
+    ) as err:
         read_bundle_info(resolve_bundle(str(root)))
+    message = str(err.value)
+    assert "models root holding 2 bundle(s)" in message
+    assert _version(first) in message and _version(second) in message
+    assert f"iids promote {root}/<version>" in message
 
 
 def test_online_scoring_given_a_root_is_told_the_promoted_bundle_to_pass(models):
