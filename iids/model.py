@@ -368,7 +368,31 @@ class _BatchedBiGRU(nn.Module):
         return x
 
 
-class InferenceHybridIDS(nn.Module):
+class ScoringModule(nn.Module):
+    """What a scoring copy of a trained model keeps of it: its sizes and config.
+
+    The base of `InferenceHybridIDS` and `iids.native.NativeHybridIDS`, which code
+    that only needs a model's shape (FLOP counts, the scoring core) reads alike.
+
+    Attributes:
+        num_features, num_classes, config: as on the trained model.
+    """
+
+    def __init__(self, fused: HybridIDS):
+        super().__init__()
+        self.num_features, self.num_classes, self.config = (
+            fused.num_features,
+            fused.num_classes,
+            fused.config,
+        )
+        self._length = fused.sequence_length()
+
+    def sequence_length(self) -> int:
+        """L, the number of positions the GRU and the attention see."""
+        return self._length
+
+
+class InferenceHybridIDS(ScoringModule):
     """A trained `HybridIDS` rewritten in torch for scoring: the same outputs, faster.
 
     Built by `for_inference` where the native pass (`iids.native`) is not used: with
@@ -388,13 +412,7 @@ class InferenceHybridIDS(nn.Module):
     """
 
     def __init__(self, fused: HybridIDS, micro_batch: int = 1024):
-        super().__init__()
-        self.num_features, self.num_classes, self.config = (
-            fused.num_features,
-            fused.num_classes,
-            fused.config,
-        )
-        self._length = fused.sequence_length()
+        super().__init__(fused)
         self.micro_batch = micro_batch
         self.stem = _TimeMajorConv(fused.stem[0])
         self.blocks = nn.Sequential(*[_TimeMajorBlock(b) for b in fused.blocks])
@@ -444,10 +462,6 @@ class InferenceHybridIDS(nn.Module):
     def _head(self, h: torch.Tensor) -> torch.Tensor:
         """(L, B, W) to (B, C) logits: mean and max pooling, then the classifier."""
         return self.head(torch.cat([h.mean(dim=0), h.amax(dim=0)], dim=1))
-
-    def sequence_length(self) -> int:
-        """L, the number of positions the GRU and the attention see."""
-        return self._length
 
 
 def fold_batch_norms(model: HybridIDS) -> HybridIDS:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from iids.model import HybridConfig, HybridIDS
+from iids.model import HybridConfig, HybridIDS, ScoringModule
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def pack_parameters(fused: HybridIDS) -> np.ndarray:
     return flat.numpy().astype(np.float32, copy=True)
 
 
-class NativeHybridIDS(nn.Module):
+class NativeHybridIDS(ScoringModule):
     """A trained `HybridIDS` scored by the native forward pass: the same logits.
 
     Built by `iids.model.for_inference` where `available()`. A call splits its rows
@@ -191,13 +191,7 @@ class NativeHybridIDS(nn.Module):
     """
 
     def __init__(self, fused: HybridIDS):
-        super().__init__()
-        self.num_features, self.num_classes, self.config = (
-            fused.num_features,
-            fused.num_classes,
-            fused.config,
-        )
-        self._length = fused.sequence_length()
+        super().__init__(fused)
         self._params = pack_parameters(fused)
         self._strides = np.asarray(fused.config.strides, dtype=np.int32)
         self._norm_eps = float(fused.norm.eps)
@@ -280,10 +274,6 @@ class NativeHybridIDS(nn.Module):
             raise RuntimeError(
                 f"native forward pass refused the model (status {status})"
             )
-
-    def sequence_length(self) -> int:
-        """L, the number of positions the GRU and the attention see."""
-        return self._length
 
 
 _POOL_LOCK = threading.Lock()

@@ -249,6 +249,14 @@ static int64_t now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Add the time since *since to stage `stage` and restart the clock (when timing). */
+static void lap(int64_t *stage_ns, int stage, int64_t *since) {
+    if (!stage_ns) return;
+    int64_t now = now_ns();
+    stage_ns[stage] += now - *since;
+    *since = now;
+}
+
 int ENTRY(const iids_hybrid_net *net, const float *x, int64_t rows, float *logits,
           int64_t *stage_ns) {
     const int F = net->num_features, classes = net->num_classes, C = net->channels;
@@ -283,7 +291,7 @@ int ENTRY(const iids_hybrid_net *net, const float *x, int64_t rows, float *logit
 
     for (int64_t row0 = 0; row0 < rows; row0 += VW) {
         int n_rows = rows - row0 < VW ? (int)(rows - row0) : VW;
-        int64_t t0 = stage_ns ? now_ns() : 0, t1;
+        int64_t t0 = stage_ns ? now_ns() : 0;
 
         /* Features of the tile: one position per feature, one channel. */
         for (int f = 0; f < F; f++) {
@@ -320,11 +328,7 @@ int ENTRY(const iids_hybrid_net *net, const float *x, int64_t rows, float *logit
             nxt = done;
             len = out_len;
         }
-        if (stage_ns) {
-            t1 = now_ns();
-            stage_ns[IIDS_STAGE_CONV] += t1 - t0;
-            t0 = t1;
-        }
+        lap(stage_ns, IIDS_STAGE_CONV, &t0);
 
         /* Bidirectional GRU layers. */
         const V *seq_in = cur + pad * C;
@@ -336,11 +340,7 @@ int ENTRY(const iids_hybrid_net *net, const float *x, int64_t rows, float *logit
             seq_in = layer_out;
             width = W;
         }
-        if (stage_ns) {
-            t1 = now_ns();
-            stage_ns[IIDS_STAGE_GRU] += t1 - t0;
-            t0 = t1;
-        }
+        lap(stage_ns, IIDS_STAGE_GRU, &t0);
 
         /* Self-attention, residual and layer norm, in place on the GRU states. */
         V *states = layer_out;
@@ -352,11 +352,7 @@ int ENTRY(const iids_hybrid_net *net, const float *x, int64_t rows, float *logit
         attend(qkv, L, W, net->num_heads, scores, att);
         matmul(att, W, L, W, w_out, b_out, W, states, W, states, W, 0);
         layer_norm(states, L, W, gamma, beta, net->norm_eps);
-        if (stage_ns) {
-            t1 = now_ns();
-            stage_ns[IIDS_STAGE_ATTENTION] += t1 - t0;
-            t0 = t1;
-        }
+        lap(stage_ns, IIDS_STAGE_ATTENTION, &t0);
 
         /* Mean and max over positions, then the classifier. */
         for (int c = 0; c < W; c++) {
@@ -374,7 +370,7 @@ int ENTRY(const iids_hybrid_net *net, const float *x, int64_t rows, float *logit
         matmul(hidden, W, 1, W, w2, b2, classes, out, classes, 0, 0, 0);
         for (int r = 0; r < n_rows; r++)
             for (int c = 0; c < classes; c++) logits[(row0 + r) * classes + c] = out[c][r];
-        if (stage_ns) stage_ns[IIDS_STAGE_HEAD] += now_ns() - t0;
+        lap(stage_ns, IIDS_STAGE_HEAD, &t0);
     }
     free(scratch);
     return IIDS_OK;
