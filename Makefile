@@ -30,7 +30,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## Throughput benchmarks (about 17 minutes on 2 cores) -> benchmarks/RESULTS.md, results.json.
+## Throughput benchmarks (about 16 minutes on 2 cores) -> benchmarks/RESULTS.md, results.json.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
 

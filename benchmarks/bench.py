@@ -6,7 +6,8 @@ One run measures, on one machine:
    model's FLOPs per row, counted analytically, which give a ceiling in rows/s;
 2. the bare model (what the scoring core runs: `iids.model.for_inference`, eval,
    `torch.inference_mode`, batch 4096, one process) against that ceiling, for CICIoV2024
-   and Edge-IIoTset, and other sizes, thread counts and bf16 autocast beside it;
+   and Edge-IIoTset (the native pass, and where its time goes), and other sizes, thread
+   counts, instruction sets, the torch rewrite and bf16 autocast beside it;
 3. batch scoring end to end (`iids.batch.score_dataset`: Parquet in, Ray Data actor pool,
    Parquet out) against the bare model, over a grid of actors, threads and batch sizes;
 4. training samples/s per epoch on Ray Train with 1 and 2 workers;
@@ -19,7 +20,7 @@ present (else `iids.synth`), Edge-IIoTset from `iids.synth`. Model sizes and tra
 sizes come from `jobs/configs/<dataset>.yaml`. Models are untrained: speed does not depend
 on the weights.
 
-    python benchmarks/bench.py           # the full run (about 17 minutes on 2 cores)
+    python benchmarks/bench.py           # the full run (about 16 minutes on 2 cores)
     python benchmarks/bench.py --quick   # small sizes, to check the script (2-3 minutes)
 
 Writes benchmarks/results.json (other keys, such as `serve`, are kept) and
