@@ -121,6 +121,7 @@ def _require() -> ctypes.CDLL:
     return lib
 
 
+@torch.no_grad()
 def pack_parameters(fused: HybridIDS) -> np.ndarray:
     """A trained model's parameters in the order and layout iids/csrc/hybrid.h reads.
 
@@ -170,8 +171,7 @@ def pack_parameters(fused: HybridIDS) -> np.ndarray:
     parts += linear(attn.out_proj)
     parts += [fused.norm.weight, fused.norm.bias]
     parts += linear(fused.head[0]) + linear(fused.head[3])
-    with torch.no_grad():
-        flat = torch.cat([p.detach().float().reshape(-1) for p in parts])
+    flat = torch.cat([p.float().reshape(-1) for p in parts])
     return flat.numpy().astype(np.float32, copy=True)
 
 
@@ -266,13 +266,15 @@ class NativeHybridIDS(ScoringModule):
             logits.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
             counters,
         )
-        if status == 2:
+        if status == _NO_MEMORY:
             raise MemoryError(
-                f"native forward pass: no memory for {len(features)} rows"
+                f"native forward pass: no memory for the activations of "
+                f"{len(features)} rows"
             )
-        if status != 0:
+        if status != _OK:
             raise RuntimeError(
-                f"native forward pass refused the model (status {status})"
+                f"native forward pass refused the model description (status "
+                f"{status}; {_BAD_NET} means hybrid.h does not accept its sizes)"
             )
 
 
@@ -292,8 +294,7 @@ def _split(rows: int, threads: int) -> list[tuple[int, int]]:
     """Row ranges, one per thread, whole tiles each (a lone range for few rows)."""
     tile = _require().iids_hybrid_tile_rows()
     tiles = -(-rows // tile)
-    parts = max(
-        1, min(threads, tiles // 4)
-    )  # a range of fewer tiles is not worth a thread
+    # A range of fewer than 4 tiles is not worth a thread.
+    parts = max(1, min(threads, tiles // 4))
     bounds = [min(rows, tile * (tiles * i // parts)) for i in range(parts + 1)]
     return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
