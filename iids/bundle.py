@@ -169,7 +169,6 @@ def read_bundle_info(uri: str, storage: Storage | None = None) -> BundleInfo:
     missing = [name for name in _REQUIRED if not storage.exists(join(uri, name))]
     if missing:
         hint = "Pass the directory that `iids train` printed (…/models/<version>)."
-        versions = _bundle_versions(uri, storage)
         if storage.exists(join(uri, PROMOTED)):
             promoted = join(uri, _read_promoted(uri, storage)["version"])
             hint = (
@@ -177,7 +176,7 @@ def read_bundle_info(uri: str, storage: Storage | None = None) -> BundleInfo:
                 "bundle here (only batch scoring and evaluation follow a root's "
                 "promotion)."
             )
-        elif versions:
+        elif versions := _bundle_versions(uri, storage):
             shown = ", ".join(versions[-3:]) + (", …" if len(versions) > 3 else "")
             hint = (
                 f"It is a models root holding {len(versions)} bundle(s) ({shown}) "
