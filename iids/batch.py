@@ -78,6 +78,7 @@ _IO_RESERVE_CPUS = 1.0
 # wide columns and passing them through the object store) and 1.7 us in the actor
 # (features, keys, writing), and the cores stay about a fifth idle. Reading a night's
 # row groups inside the actors would remove the object-store hop; not tried yet.
+#
 # Parquet read tasks running at once, per scoring actor. A read task decodes rows
 # more than ten times as fast as an actor scores them (local disk: about 2 million
 # rows/s against 150,000), so a few keep every actor fed. Left to itself, Ray Data

@@ -400,9 +400,9 @@ class InferenceHybridIDS(ScoringModule):
     folded into the convolutions, which run as `_TimeMajorConv` matmuls, the GRU is a
     `_BatchedBiGRU`, positions stay first from the stem to the pooling (no
     transposes), attention runs in torch's fused kernel, and a batch is scored in
-    micro-batches of `micro_batch` rows. A 1024-row
-    micro-batch's intermediate tensors (a few MB) stay in the CPU's caches where a
-    4096-row batch's do not: on two CPU cores, with the scoring process's malloc tuning
+    micro-batches of `micro_batch` rows. A 1024-row micro-batch's intermediate tensors
+    (a few MB) stay in the CPU's caches where a 4096-row batch's do not: on two CPU
+    cores, with the scoring process's malloc tuning
     (`iids.scoring.keep_allocations_on_the_heap`), that measured 1.1x (9 features) and
     1.07x (60 features) more rows/s than whole 4096-row forwards.
 
@@ -495,7 +495,7 @@ def fold_batch_norms(model: HybridIDS) -> HybridIDS:
 BACKENDS = ("auto", "native", "torch")
 
 
-def for_inference(model: HybridIDS, backend: str = "auto") -> nn.Module:
+def for_inference(model: HybridIDS, backend: str = "auto") -> ScoringModule:
     """A copy of a trained model to score with, in eval mode: the same logits, faster.
 
     Args:
